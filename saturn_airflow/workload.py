@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 import re
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -27,8 +28,10 @@ _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 def registered_parallelism_names() -> list[str]:
     """Names in the `saturn_airflow.parallelisms` entry-point group (built-ins if not installed)."""
-    names = {ep.name for ep in entry_points(group=PARALLELISM_GROUP)}
-    return sorted(names or BUILTIN_PARALLELISMS)
+    names = {ep.name for ep in entry_points(group=PARALLELISM_GROUP)} or set(BUILTIN_PARALLELISMS)
+    # runtime registrations (saturn_airflow.parallelisms.register): "name=module:Class,..."
+    names |= {i.partition("=")[0].strip() for i in os.environ.get("SATURN_PARALLELISMS", "").split(",") if "=" in i}
+    return sorted(names)
 
 
 class OptimizerSpec(BaseModel):

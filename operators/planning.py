@@ -1,0 +1,235 @@
+"""Planning operators: validate -> ensure pools -> profile (per node) -> solve -> publish.
+
+They only translate between Airflow and the engine (saturn_airflow.orchestrate / profiler / planner /
+replan); all heavy work happens in execute(), never at parse time. Data between steps: small XComs
+(paths, ids) and the store (tables, staged plans).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any, Optional
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from saturn_airflow import orchestrate, settings
+from saturn_airflow.errors import SaturnInputError
+from saturn_airflow.store import PlanStore, Store
+
+
+def _store(url: Optional[str]) -> Store:
+    return Store(url or settings.store_url())
+
+
+def _none(v: Any) -> Any:
+    return None if v in (None, "", "None", "null") else v
+
+
+class SaturnValidateOperator(BaseOperator):
+    """Load and check the workload (a re-plan: the parent plan's workload); fail with the reason, no retry.
+
+    Returns {workload_path, workload, nodes, replan_of, reason}.
+    """
+
+    template_fields = ("workload", "replan_of", "reason")
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, workload: Any = None, replan_of: Any = None, reason: Any = None,
+                 store_url: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.workload, self.replan_of, self.reason, self.store_url = workload, replan_of, reason, store_url
+
+    def execute(self, context):
+        replan_of = _none(self.replan_of)
+        path = _none(self.workload)
+        if replan_of:
+            ps = PlanStore(_store(self.store_url))
+            try:
+                parent = ps.get(replan_of)
+            except KeyError as e:
+                raise AirflowFailException(f"re-plan: {e}")
+            path = (parent.model_extra or {}).get("workload_path") or path
+            self.log.info("re-plan of %s (workload %s): %s", replan_of, path, _none(self.reason) or "drift")
+        try:
+            wl = orchestrate.validate(path)
+        except SaturnInputError as e:
+            self.log.error("workload rejected: %s", e)
+            raise AirflowFailException(f"workload rejected: {e}") from None
+        nodes = orchestrate.nodes_of(wl)
+        context["ti"].xcom_push(key="nodes", value=nodes)  # the profile task is mapped over it
+        self.log.info("workload %s: %d jobs on %s", wl.name, len(wl.jobs),
+                      ", ".join(f"{n['name']} ({n['gpus']} devices)" for n in nodes))
+        return {"workload_path": os.path.abspath(path), "workload": wl.name, "nodes": nodes,
+                "replan_of": replan_of, "reason": _none(self.reason)}
+
+
+class SaturnEnsurePoolsOperator(BaseOperator):
+    """Make sure each node's pool exists with one slot per GPU (`airflow pools import`, idempotent).
+
+    Airflow 3 tasks may not touch the metadata DB in-process, so this runs the Airflow CLI in a
+    subprocess (it needs the worker to have the DB configured, as LocalExecutor workers do; on
+    Celery/Kubernetes create the pools once with `airflow pools import` and set
+    `AIRFLOW__SATURN__MANAGE_POOLS=false`).
+    """
+
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, validate_task_id: str = "validate", **kwargs):
+        super().__init__(**kwargs)
+        self.validate_task_id = validate_task_id
+
+    def execute(self, context):
+        info = context["ti"].xcom_pull(task_ids=self.validate_task_id)
+        specs = orchestrate.pool_specs(info["nodes"])
+        for p in specs:
+            self.log.info("pool %s: %d slots (%s)", p["name"], p["slots"], p["description"])
+        if settings.get("manage_pools", "true").lower() in ("false", "0", "no"):
+            self.log.info("manage_pools is off: assuming the pools exist")
+            return [p["name"] for p in specs]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = orchestrate.pools_import_file(info["nodes"], os.path.join(tmp, "pools.json"))
+            proc = subprocess.run([sys.executable, "-m", "airflow", "pools", "import", path],
+                                  capture_output=True, text=True, timeout=300)
+        for line in (proc.stdout + proc.stderr).splitlines()[-20:]:
+            self.log.info("airflow pools import: %s", line)
+        if proc.returncode != 0:
+            raise RuntimeError(f"airflow pools import failed with status {proc.returncode}")
+        return [p["name"] for p in specs]
+
+
+class SaturnProfileOperator(BaseOperator):
+    """Profile the workload on one node's devices (behind their leases); cached trials are not re-run.
+
+    Mapped over the nodes (`.partial(...).expand(node=...)`). A re-plan profiles nothing: it reuses
+    the root plan's table with observed rates.
+    """
+
+    ui_color = "#fef3e0"
+
+    def __init__(self, *, node: Any = None, validate_task_id: str = "validate", store_url: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.node, self.validate_task_id, self.store_url = node, validate_task_id, store_url
+
+    def execute(self, context):
+        from saturn_airflow import leases
+        from saturn_airflow.workload import load_workload
+
+        info = context["ti"].xcom_pull(task_ids=self.validate_task_id)
+        node = self.node or info["nodes"][0]
+        if info.get("replan_of"):
+            self.log.info("re-plan: profiling nothing; the planner uses the stored table and observed rates")
+            return None
+        from saturn_airflow.profiler import profile_workload  # torch side (issue 3); heavy import
+
+        store = _store(self.store_url)
+        wl = load_workload(info["workload_path"])
+        devices = list(range(int(node["gpus"])))
+        keys = [leases.device_key(node["name"], d) for d in devices]
+        owner = {"job": f"profile:{wl.name}", "plan_id": None, "dag_run": context["run_id"]}
+        with leases.acquire(store, keys, owner, timeout_s=settings.get_float("lease_timeout_s"), log=self.log.info):
+            table = profile_workload(wl, store=store, devices=devices, progress=self.log.info)
+        rel = f"runs/{_safe(context['run_id'])}/profile-{node['name']}.json"
+        import json
+
+        store.write_json(rel, json.loads(table.to_json()))
+        self.log.info("profile table of node %s: %d jobs, %d configs -> %s", node["name"], len(table.jobs),
+                      sum(len(j.configs) for j in table.jobs), rel)
+        return rel
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+class SaturnSolveOperator(BaseOperator):
+    """Solve the plan (a re-plan: the remaining work, claimed so only one re-plan per plan) and stage it."""
+
+    template_fields = ("solver", "time_limit", "drift_threshold", "drift_min_s")
+    ui_color = "#e6f4ea"
+
+    def __init__(self, *, solver: Any = None, time_limit: Any = None, drift_threshold: Any = None,
+                 drift_min_s: Any = None, validate_task_id: str = "validate", profile_task_id: str = "profile",
+                 store_url: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.solver, self.time_limit = solver, time_limit
+        self.drift_threshold, self.drift_min_s = drift_threshold, drift_min_s
+        self.validate_task_id, self.profile_task_id, self.store_url = validate_task_id, profile_task_id, store_url
+
+    def execute(self, context):
+        from saturn_airflow.planner import plan_table
+        from saturn_airflow.plan import Plan
+        from saturn_airflow.profile_table import parse_profile_table
+        from saturn_airflow.workload import load_workload
+
+        info = context["ti"].xcom_pull(task_ids=self.validate_task_id)
+        store = _store(self.store_url)
+        solver = _none(self.solver) or settings.solver()
+        time_limit = float(_none(self.time_limit) or settings.time_limit())
+        wl = load_workload(info["workload_path"])
+        if info.get("replan_of"):
+            return self._replan(context, info, store, wl, solver, time_limit)
+        rels = context["ti"].xcom_pull(task_ids=self.profile_task_id)
+        rels = [r for r in (rels if isinstance(rels, (list, tuple)) else [rels]) if r]
+        tables = [parse_profile_table(store.read_json(r), source=r) for r in rels]
+        table = orchestrate.merge_tables(tables, wl.cluster)
+        self.log.info("solving %d jobs on %d nodes with %s (time limit %.0f s)", len(table.jobs),
+                      len(table.cluster.nodes), solver, time_limit)
+        plan = plan_table(table, solver=solver, time_limit=time_limit, workload=wl.name, progress=self.log.info)
+        drift = {"threshold": _float(self.drift_threshold), "min_s": _float(self.drift_min_s)}
+        data = plan.model_dump(mode="json")
+        data.update(workload_path=info["workload_path"], drift=drift, planning_run=context["run_id"])
+        plan = Plan.model_validate(data)
+        orchestrate.stage(store, plan, table)
+        self.log.info("plan %s: makespan %.1f s, lower bound %.1f s, solver %s %s", plan.plan_id, plan.makespan_s,
+                      plan.lower_bound_s, plan.solver.name, plan.solver.status)
+        return plan.plan_id
+
+    def _replan(self, context, info, store, wl, solver, time_limit):
+        from saturn_airflow import replan
+        from saturn_airflow.store import ProgressStore
+
+        ps = PlanStore(store)
+        parent = ps.get(info["replan_of"])
+        table = orchestrate.plan_table_of(store, parent)
+        steps = {j.name: j.steps for j in wl.jobs}
+        res = replan.replan_from_store(
+            ps, ProgressStore(store), table, parent.plan_id, steps, owner=context["run_id"], solver=solver,
+            time_limit=time_limit, restart_overhead_s=settings.restart_overhead_s(),
+            min_gain=settings.get_float("min_preempt_gain"), reason=info.get("reason") or "drift", log=self.log.info)
+        self.log.info("%s", res.message)
+        if res.plan is None:
+            raise AirflowSkipException(res.message)
+        orchestrate.stage(store, res.plan, None, table_ref=(parent.model_extra or {}).get("table_ref"))
+        self.log.info("child plan %s: %d remaining jobs, makespan %.1f s", res.plan.plan_id,
+                      len(res.plan.assignments), res.plan.makespan_s)
+        return res.plan.plan_id
+
+
+def _float(v: Any) -> Optional[float]:
+    v = _none(v)
+    return None if v is None else float(v)
+
+
+class SaturnPublishOperator(BaseOperator):
+    """Publish the staged plan to the PlanStore; its DAG (saturn_run__<plan_id>) then starts by itself."""
+
+    ui_color = "#e6f4ea"
+
+    def __init__(self, *, solve_task_id: str = "solve", store_url: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.solve_task_id, self.store_url = solve_task_id, store_url
+
+    def execute(self, context):
+        from saturn_airflow.render import dag_id
+
+        plan_id = context["ti"].xcom_pull(task_ids=self.solve_task_id)
+        if not plan_id:
+            raise AirflowSkipException("nothing to publish")
+        plan = orchestrate.publish(_store(self.store_url), plan_id)
+        self.log.info("published plan %s%s; DAG %s starts once the dag-processor renders it", plan.plan_id,
+                      f" (supersedes {plan.parent_plan_id})" if plan.parent_plan_id else "", dag_id(plan.plan_id))
+        return {"plan_id": plan.plan_id, "dag_id": dag_id(plan.plan_id), "makespan_s": plan.makespan_s}

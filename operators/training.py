@@ -1,0 +1,110 @@
+"""The training operator: one plan job on exactly the plan's GPU ids, behind per-GPU and per-job leases.
+
+- never runs a finished job again (its ProgressStore state is done: the task succeeds at once);
+- skips when its plan was superseded before it started (the newer plan runs the job), unless the
+  newer plan keeps this very job running here;
+- leases the job and its devices (waiting while another holder has them), then calls
+  saturn_airflow.launch.run_job, streaming its progress lines into the task log;
+- while running, stops (checkpoint, exit "preempted") when a newer plan preempts the job; the task
+  then ends SKIPPED and the job resumes from its checkpoint in the newer plan's DAG;
+- a failed attempt raises, and Airflow's retry resumes from the latest checkpoint.
+Actual start and end are in the job's progress record, the events log and this task's XCom.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+from saturn_airflow import leases, orchestrate, settings
+from saturn_airflow.store import PlanStore, Store
+
+
+class SaturnTrainOperator(BaseOperator):
+    ui_color = "#e6f4ea"
+
+    def __init__(self, *, plan_id: str, job: str, store_url: Optional[str] = None, watch_s: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.plan_id, self.job, self.store_url, self.watch_s = plan_id, job, store_url, watch_s
+        self._stop = threading.Event()
+
+    def on_kill(self) -> None:
+        self._stop.set()
+
+    def execute(self, context):
+        store = Store(self.store_url or settings.store_url())
+        plan = PlanStore(store).get(self.plan_id)
+        a = plan.assignment(self.job)
+        verdict, why = orchestrate.start_decision(store, plan, self.job)
+        self.log.info("%s: %s", verdict, why)
+        if verdict == "done":
+            return {"job": self.job, "status": "done", "ran": False}
+        if verdict == "skip":
+            raise AirflowSkipException(why)
+        keys = [leases.job_key(plan.workload, self.job)] + [leases.device_key(a.node, g) for g in a.gpu_ids]
+        owner = {"job": self.job, "plan_id": self.plan_id, "workload": plan.workload, "dag_run": context["run_id"]}
+        kept = self.job in ((plan.model_extra or {}).get("kept") or [])
+        timeout = None if kept else settings.get_float("lease_timeout_s")
+        with leases.acquire(store, keys, owner, timeout_s=timeout, log=self.log.info):
+            verdict, why = orchestrate.start_decision(store, plan, self.job)  # the world may have moved while we waited
+            if verdict == "done":
+                self.log.info("%s", why)
+                return {"job": self.job, "status": "done", "ran": False}
+            if verdict == "skip":
+                raise AirflowSkipException(why)
+            return self._run(store, plan, a, context)
+
+    def _run(self, store: Store, plan, a, context) -> dict:
+        from saturn_airflow.launch import run_job  # torch side (issue 3)
+
+        wl_path = (plan.model_extra or {}).get("workload_path")
+        preempted_by: list[str] = []
+
+        def watch():
+            while not self._stop.wait(self.watch_s):
+                try:
+                    child = orchestrate.preempt_check(store, plan, self.job)
+                except Exception as e:  # pragma: no cover
+                    self.log.warning("preemption check failed: %s", e)
+                    continue
+                if child:
+                    preempted_by.append(child)
+                    self.log.info("plan %s preempts %s: stopping at the next checkpoint", child, self.job)
+                    self._stop.set()
+                    return
+
+        watcher = threading.Thread(target=watch, name="saturn-preempt-watch", daemon=True)
+        watcher.start()
+        started = time.time()
+        orchestrate.record_event(store, plan.workload, {"event": "start", "job": self.job, "plan_id": plan.plan_id,
+                                                        "device_ids": a.gpu_ids, "node": a.node,
+                                                        "try": context["ti"].try_number})
+        self.log.info("running %s: %s on %s devices %s (planned %.0f s)", self.job, a.parallelism, a.node, a.gpu_ids,
+                      a.runtime_s)
+        status = "failed"
+        try:
+            result = run_job(wl_path, self.job, parallelism=a.parallelism, knobs=dict(a.knobs),
+                             device_ids=list(a.gpu_ids), store_url=store.url, plan_id=plan.plan_id,
+                             log=self.log.info, stop_event=self._stop)
+            status = getattr(result, "status", "failed")
+        finally:
+            self._stop.set()
+            watcher.join(timeout=5)
+            ended = time.time()
+            orchestrate.record_event(store, plan.workload, {"event": "end", "job": self.job, "plan_id": plan.plan_id,
+                                                            "status": status, "started_at": started,
+                                                            "ended_at": ended, "device_ids": a.gpu_ids})
+        out = {"job": self.job, "status": status, "ran": True, "started_at": started, "ended_at": ended,
+               "planned_s": a.runtime_s, "actual_s": ended - started}
+        self.log.info("%s ended %s after %.1f s (planned %.1f s)", self.job, status, ended - started, a.runtime_s)
+        if status == "done":
+            return out
+        if status == "preempted":
+            raise AirflowSkipException(f"preempted by plan {preempted_by[0] if preempted_by else '?'}: "
+                                       f"{self.job} resumes from its checkpoint there")
+        raise AirflowException(f"job {self.job} failed ({getattr(result, 'message', '') if status else ''}); "
+                               "a retry resumes from the latest checkpoint")

@@ -1,0 +1,49 @@
+"""The drift trigger: runs in the triggerer, reads progress records and fires when the plan drifts.
+
+It lives in the installed package (saturn_airflow.operators.triggers) so the triggerer process can
+import it. Each look is saturn_airflow.orchestrate.drift_step (plain file reads, run in a thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Optional
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class DriftTrigger(BaseTrigger):
+    """Fire once: kind=drift (re-plan), kind=done (every job finished) or kind=superseded."""
+
+    def __init__(self, plan_id: str, store_url: str, t0: float, poll_s: float = 5.0,
+                 threshold: Optional[float] = None, min_s: Optional[float] = None, max_replans: int = 5):
+        super().__init__()
+        self.plan_id, self.store_url, self.t0, self.poll_s = plan_id, store_url, float(t0), float(poll_s)
+        self.threshold, self.min_s, self.max_replans = threshold, min_s, int(max_replans)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("saturn_airflow.operators.triggers.DriftTrigger",
+                {"plan_id": self.plan_id, "store_url": self.store_url, "t0": self.t0, "poll_s": self.poll_s,
+                 "threshold": self.threshold, "min_s": self.min_s, "max_replans": self.max_replans})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from saturn_airflow.orchestrate import drift_step
+
+        self.log.info("watching plan %s every %.0f s (t0=%.0f)", self.plan_id, self.poll_s, self.t0)
+        looks = 0
+        while True:
+            try:
+                event = await asyncio.to_thread(drift_step, self.store_url, self.plan_id, self.t0,
+                                                threshold=self.threshold, min_s=self.min_s,
+                                                max_replans=self.max_replans)
+            except Exception as e:  # a half-written store must not kill the watch; try again next time
+                self.log.warning("drift look failed: %s", e)
+                event = None
+            looks += 1
+            if event is not None:
+                self.log.info("drift watch ends: %s", event["message"])
+                yield TriggerEvent(event)
+                return
+            if looks % 12 == 1:
+                self.log.info("plan %s within threshold (look %d)", self.plan_id, looks)
+            await asyncio.sleep(self.poll_s)

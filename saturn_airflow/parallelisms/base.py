@@ -1,0 +1,357 @@
+"""The parallelism template (Saturn's UPP, improved): `search` tunes knobs and measures, `execute` trains.
+
+Both run inside every rank of a torchrun launch on exactly the devices they were given (the runner
+starts them). A subclass only says how to build a `Trainer` (model + optimizer + one step) for its
+knobs; the base class owns the loop, the measurement, checkpointing, preemption and progress, so
+every parallelism is timed and checkpointed the same way and can resume any other's checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from ..devices import Devices, MemoryMeter, synchronize
+
+
+# ---- the job's factories ------------------------------------------------------------------------
+
+def resolve(path: str) -> Callable:
+    """'package.module:attr' -> the object."""
+    mod, _, attr = path.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the last dimension (DESIGN.md default)."""
+    return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]).float(), targets.reshape(-1))
+
+
+def build_model(job) -> nn.Module:
+    """The job's model, seeded so every parallelism and rank starts from the same weights."""
+    torch.manual_seed(job.seed)
+    return resolve(job.model)(**job.model_args)
+
+
+def make_optimizer(params, spec) -> torch.optim.Optimizer:
+    extra = dict(spec.model_extra or {})
+    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[spec.name]
+    return cls(params, lr=spec.lr, **extra)
+
+
+def loss_of(job) -> Callable:
+    return resolve(job.loss) if job.loss else default_loss
+
+
+def global_batch(job, step: int):
+    """The global batch of `step`: the same on every rank, under every parallelism."""
+    return resolve(job.data)(step, job.batch_size, **job.data_args)
+
+
+def rows(t, rank: int, world: int):
+    """This rank's contiguous share of a global batch (batch_size divisible by world, checked earlier)."""
+    if isinstance(t, (tuple, list)):
+        return type(t)(rows(x, rank, world) for x in t)
+    n = t.shape[0] // world
+    return t[rank * n:(rank + 1) * n]
+
+
+def to_device(t, device):
+    if isinstance(t, (tuple, list)):
+        return type(t)(to_device(x, device) for x in t)
+    return t.to(device, non_blocking=True)
+
+
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """The units parallelisms wrap: the children of a Sequential, else the entries of its ModuleLists."""
+    if isinstance(model, nn.Sequential):
+        return [m for m in model.children() if any(True for _ in m.parameters())]
+    out = []
+    for child in model.children():
+        if isinstance(child, (nn.ModuleList, nn.Sequential)):
+            out += [m for m in child.children() if any(True for _ in m.parameters())]
+    return out
+
+
+def apply_activation_checkpointing(mods: list[nn.Module]) -> None:
+    """Recompute each module's activations in backward instead of keeping them.
+
+    Done by replacing the instance's forward, not by wrapping, so parameter names (and therefore
+    checkpoints) are the same with and without it.
+    """
+    for m in mods:
+        if getattr(m, "_saturn_ckpt", False):
+            continue
+        inner = m.forward
+        m.forward = functools.partial(_ckpt_call, inner)
+        m._saturn_ckpt = True
+
+
+def _ckpt_call(fn, *args, **kwargs):
+    return _checkpoint(fn, *args, use_reentrant=False, **kwargs)
+
+
+def mean_over_ranks(x: torch.Tensor, devices: Devices) -> float:
+    x = x.detach()
+    if devices.world_size > 1:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        x /= devices.world_size
+    return float(x)
+
+
+# ---- what a parallelism builds ------------------------------------------------------------------
+
+class Trainer:
+    """One rank's model, optimizer and training step under one parallelism and knob setting.
+
+    `model` is the module whose state is checkpointed (a pipeline stage holds only its layers; the
+    names are the full model's, so any layout can load it).
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def step(self, step: int) -> Optional[float]:  # pragma: no cover - interface
+        """Train on global batch `step`; return the global mean loss (at least on rank 0)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        msd, osd = get_state_dict(self.model, self.optimizer)
+        return {"model": msd, "optim": osd}
+
+    def load_state_dict(self, sd: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        set_state_dict(self.model, self.optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+
+
+class DataParallelTrainer(Trainer):
+    """Every rank runs the whole (possibly wrapped or sharded) model on its rows of the global batch."""
+
+    def __init__(self, job, devices: Devices, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 input_device=None):
+        self.job, self.devices, self.model, self.optimizer = job, devices, model, optimizer
+        self.loss_fn = loss_of(job)
+        self.input_device = input_device or devices.device
+
+    def step(self, step: int) -> float:
+        x, y = global_batch(self.job, step)
+        d = self.devices
+        x, y = to_device(rows(x, d.rank, d.world_size), self.input_device), to_device(rows(y, d.rank, d.world_size), self.input_device)
+        loss = self.loss_fn(self.model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return mean_over_ranks(loss, d)
+
+
+# ---- results ------------------------------------------------------------------------------------
+
+@dataclass
+class SearchResult:
+    """`search`'s answer: the knobs and seconds per step, or why this config cannot run."""
+
+    knobs: Optional[dict] = None
+    step_s: Optional[float] = None
+    reason: Optional[str] = None
+    stats: dict = field(default_factory=dict)  # step_cpu_s, samples, peak_mem_bytes, save_s, load_s, tried
+
+    @property
+    def feasible(self) -> bool:
+        return self.step_s is not None and self.reason is None
+
+
+class Infeasible(Exception):
+    """A config that cannot run for a reason known before trying (a static check)."""
+
+
+@dataclass
+class ExecResult:
+    status: str  # "done" | "preempted"
+    step: int
+    total: int
+    losses: list = field(default_factory=list)
+
+
+class StopSignal:
+    """Preemption: set by the SIGTERM handler (or a test's stop step); all ranks agree before stopping.
+
+    Ranks receive the signal at different moments; a stop that is not agreed deadlocks the
+    collective checkpoint save, so every step the ranks all-reduce(MAX) [stop, save-due].
+    """
+
+    def __init__(self, stop_at_step: Optional[int] = None):
+        self.requested = False
+        self.stop_at_step = stop_at_step
+
+    def agree(self, step: int, save_due: bool, devices: Devices) -> tuple[bool, bool]:
+        stop = self.requested or (self.stop_at_step is not None and step >= self.stop_at_step)
+        if devices.world_size == 1:
+            return stop, save_due
+        flags = torch.tensor([float(stop), float(save_due)], device=devices.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags[0]), bool(flags[1])
+
+
+# ---- the template -------------------------------------------------------------------------------
+
+class Parallelism:
+    """Base class of every parallelism. Subclass, implement `build`, optionally `check`/`knob_candidates`.
+
+    Class attributes the profiler reads:
+      min_devices / max_devices: the device counts it can use.
+      dominated_by: a parallelism it can never beat on the same device count when that one fits
+        (e.g. spilling vs single): the profiler tries it only if the dominating one is infeasible.
+      version: bump when a change alters speed, so cached profiles are re-measured.
+    """
+
+    name: str = "base"
+    min_devices: int = 1
+    max_devices: Optional[int] = None
+    dominated_by: Optional[str] = None
+    version: str = "1"
+
+    # -- to implement --
+    def build(self, job, devices: Devices, knobs: dict) -> Trainer:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def check(self, job, n_devices: int) -> Optional[str]:
+        """Why this parallelism cannot run `job` on n devices, known without running (None: try it)."""
+        if n_devices < self.min_devices or (self.max_devices is not None and n_devices > self.max_devices):
+            hi = "" if self.max_devices is None else f"..{self.max_devices}"
+            return f"{self.name} runs on {self.min_devices}{hi or '+'} devices, not {n_devices}"
+        if job.batch_size % n_devices:
+            return f"batch_size {job.batch_size} is not divisible by {n_devices} devices"
+        return None
+
+    def knob_candidates(self, job, devices: Devices) -> list[dict]:
+        """Knob settings to try, expected-fastest first; later ones trade speed for memory."""
+        return [{}]
+
+    # -- the two methods of the template --
+    def search(self, job, devices: Devices, *, warmup: int = 2, measure: int = 5, first_fit: bool = True,
+               start: int = 0, on_candidate: Optional[Callable[[int, dict], None]] = None,
+               roundtrip_dir: Optional[str] = None) -> SearchResult:
+        """Tune knobs on these devices: measure candidates in order, return the first that fits
+        (first_fit) or the fastest. An OOM or crash ends the process (the profiler relaunches from
+        the next candidate), because a rank that failed leaves its peers inside a collective.
+        """
+        reason = self.check(job, devices.world_size)
+        if reason:
+            return SearchResult(reason=reason)
+        cands = self.knob_candidates(job, devices)
+        best: Optional[SearchResult] = None
+        tried = []
+        for i, knobs in enumerate(cands):
+            if i < start:
+                continue
+            if on_candidate:
+                on_candidate(i, knobs)
+            res = self.measure(job, devices, knobs, warmup=warmup, measure=measure, roundtrip_dir=roundtrip_dir)
+            tried.append({"knobs": knobs, "step_s": res.step_s})
+            if best is None or res.step_s < best.step_s:
+                best = res
+            if first_fit:
+                break
+        if best is None:
+            return SearchResult(reason=f"no knob candidate left to try (start={start}, {len(cands)} candidates)")
+        best.stats["tried"] = tried
+        best.stats["candidates"] = len(cands)
+        return best
+
+    def execute(self, job, devices: Devices, knobs: dict, steps: int, checkpoint=None, progress=None, *,
+                stop: Optional[StopSignal] = None, on_step: Optional[Callable[[int, float], None]] = None) -> ExecResult:
+        """Train `job` up to step `steps` (resuming from `checkpoint`'s latest), checkpointing on its
+        schedule, stopping (with a save) when all ranks agree on a stop."""
+        trainer = self.build(job, devices, knobs)
+        start = checkpoint.load(trainer) if checkpoint is not None else 0
+        stop = stop or StopSignal()
+        if progress is not None:
+            progress.start(start, steps)
+        losses = []
+        step = start
+        while step < steps:
+            due = checkpoint is not None and devices.is_main and checkpoint.due(step)
+            halt, save = stop.agree(step, due, devices)
+            if halt:
+                if checkpoint is not None:
+                    checkpoint.save(trainer, step)
+                if progress is not None:
+                    progress.finish("preempted", step)
+                return ExecResult("preempted", step, steps, losses)
+            if save and step > start:
+                checkpoint.save(trainer, step)
+            loss = trainer.step(step)
+            step += 1
+            losses.append(loss)
+            if on_step:
+                on_step(step, loss)
+            if progress is not None:
+                progress.update(step, loss)
+        if checkpoint is not None:
+            checkpoint.save(trainer, steps)  # the trained model, and "done" survives a lost progress record
+        if progress is not None:
+            progress.finish("done", steps)
+        return ExecResult("done", steps, steps, losses)
+
+    # -- measurement, shared by every parallelism --
+    def measure(self, job, devices: Devices, knobs: dict, *, warmup: int, measure: int,
+                roundtrip_dir: Optional[str] = None) -> SearchResult:
+        """Build, run warm-up steps, time `measure` steps with the runner's own per-step overhead
+        (the stop agreement), then time a checkpoint save and load. Per-step time is the max over
+        ranks (the slowest rank sets the pace); reported as the median, with CPU time alongside.
+        """
+        meter = MemoryMeter(devices)
+        meter.reset()
+        t_build = time.perf_counter()
+        trainer = self.build(job, devices, knobs)
+        build_s = time.perf_counter() - t_build
+        stop = StopSignal()
+        wall, cpu = [], []
+        for s in range(warmup + measure):
+            synchronize(devices)
+            t0, c0 = time.perf_counter(), time.process_time()
+            stop.agree(s, False, devices)
+            trainer.step(s)
+            synchronize(devices)
+            if s >= warmup:
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            meter.check()
+        peak = meter.peak()
+        t = torch.tensor(wall + cpu + [float(peak)], dtype=torch.float64)
+        if devices.world_size > 1:
+            t = t.to(devices.device) if devices.kind == "cuda" else t
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            t = t.cpu()
+        vals = t.tolist()
+        wall, cpu, peak = vals[:measure], vals[measure:2 * measure], int(vals[-1])
+        stats: dict[str, Any] = {
+            "step_cpu_s": statistics.median(cpu), "samples": [round(w, 5) for w in wall],
+            "peak_mem_bytes": peak, "build_s": build_s,
+        }
+        if roundtrip_dir:
+            from ..checkpoint import CheckpointManager
+
+            ck = CheckpointManager(roundtrip_dir, devices=devices, keep=1)
+            t0 = time.perf_counter()
+            ck.save(trainer, warmup + measure)
+            stats["save_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ck.load(trainer)
+            stats["load_s"] = time.perf_counter() - t0
+            stats["checkpoint_bytes"] = ck.size_bytes()
+        return SearchResult(knobs=dict(knobs), step_s=statistics.median(wall), stats=stats)

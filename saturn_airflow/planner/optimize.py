@@ -1,0 +1,123 @@
+"""The anytime optimizer: heuristic warm start, then the time-indexed MILP (whole, or per node for big
+instances), then a short local-search polish; the best solution seen is kept, so the result is never
+worse than the warm start.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from .heuristics import Solution, heuristic, local_search
+from .instance import Instance
+from .list_scheduler import GpuState
+from .milp import build_time_indexed, extract, slot_count
+from .solvers import solve
+
+DECOMPOSE_JOBS = 100
+DECOMPOSE_NODES = 8
+MIN_SOLVE_S = 1.0
+
+
+@dataclass
+class Outcome:
+    solution: Solution
+    heuristic_makespan: float
+    milp_runs: list[dict] = field(default_factory=list)
+    used_milp: bool = False
+
+
+def _log(progress: Optional[Callable[[str], None]], msg: str) -> None:
+    if progress:
+        progress(msg)
+
+
+def heuristic_budget(n_jobs: int, time_limit: float) -> float:
+    return min(max(0.3, 0.1 * time_limit), 0.25 + 0.01 * n_jobs, 0.3 * time_limit + 0.05)
+
+
+def should_decompose(inst: Instance) -> bool:
+    return len(inst.free_jobs) >= DECOMPOSE_JOBS or len(inst.node_gpus) >= DECOMPOSE_NODES
+
+
+def _milp_step(inst: Instance, best: Solution, jobs, nodes, solver: str, budget: float,
+               progress, runs: list[dict]) -> Solution:
+    """One model over `jobs` on `nodes`, warm-started from `best`; returns the better of the two."""
+    t0 = time.monotonic()
+    ti = build_time_indexed(inst, best, jobs, nodes, slots=slot_count(inst, jobs, nodes))
+    build_s = time.monotonic() - t0
+    left = budget - build_s
+    run = {"jobs": len(jobs), "nodes": None if nodes is None else sorted(nodes), "slots": ti.horizon,
+           "binaries": len(ti.model.X), "build_s": round(build_s, 3)}
+    if left < MIN_SOLVE_S:
+        run["skipped"] = "no time left after building the model"
+        runs.append(run)
+        return best
+    res = solve(ti.model, solver, left)
+    run.update(termination=res.termination, solve_s=round(res.time_s, 3), has_solution=res.has_solution)
+    cand = extract(inst, ti, best) if res.has_solution else None
+    run["makespan_s"] = None if cand is None else cand.makespan
+    runs.append(run)
+    _log(progress, f"{solver}: {res.termination} in {res.time_s:.1f}s"
+         + (f", plan {cand.makespan:.0f}s" if cand else ", no usable solution"))
+    return cand if cand is not None and cand.score < best.score else best
+
+
+def _node_makespans(inst: Instance, sol: Solution) -> dict[int, float]:
+    from .list_scheduler import list_schedule
+
+    out = {n: 0.0 for n in range(len(inst.node_gpus))}
+    for p in list_schedule(inst, sol.order, sol.choice):
+        out[p.option.node] = max(out[p.option.node], p.end)
+    return out
+
+
+def optimize(inst: Instance, lower_bound: float, *, solver: str = "highs", time_limit: float = 30.0,
+             seed: int = 0, progress=None) -> Outcome:
+    t0 = time.monotonic()
+    deadline = t0 + time_limit
+    jobs = inst.free_jobs
+    if not jobs:
+        return Outcome(Solution([], {}, (lower_bound, 0.0), "pinned-only"), lower_bound)
+    _log(progress, f"heuristic warm start for {len(jobs)} jobs")
+    best = heuristic(inst, lower_bound, seed=seed, budget_s=heuristic_budget(len(jobs), time_limit))
+    out = Outcome(best, best.makespan)
+    _log(progress, f"heuristic plan {best.makespan:.0f}s (lower bound {lower_bound:.0f}s)")
+    if best.makespan <= lower_bound * (1 + 1e-9):
+        return out
+    polish = min(0.05 * time_limit, 0.3 + 0.005 * len(jobs))
+    milp_budget = deadline - time.monotonic() - polish
+    if milp_budget >= MIN_SOLVE_S:
+        out.used_milp = True
+        if should_decompose(inst):
+            best = _per_node(inst, best, solver, milp_budget, progress, out.milp_runs, lower_bound)
+        else:
+            best = _milp_step(inst, best, jobs, None, solver, milp_budget, progress, out.milp_runs)
+    left = deadline - time.monotonic()
+    if left > 0.05 and best.makespan > lower_bound * (1 + 1e-9):
+        best = min(best, local_search(inst, best, random.Random(seed + 1), time.monotonic() + left), key=lambda s: s.score)
+    out.solution = best
+    return out
+
+
+def _per_node(inst: Instance, best: Solution, solver: str, budget: float, progress, runs, lower_bound: float) -> Solution:
+    """Decomposition: the heuristic assigns jobs to nodes; each node's jobs get their own model, the
+    node that ends last first, as long as time is left and a node still ends last."""
+    end_at = time.monotonic() + budget
+    done: set[int] = set()
+    while True:
+        left = end_at - time.monotonic()
+        spans = _node_makespans(inst, best)
+        todo = [n for n in sorted(spans, key=lambda n: -spans[n]) if n not in done and spans[n] > lower_bound * (1 + 1e-9)]
+        if not todo or left < MIN_SOLVE_S:
+            return best
+        n = todo[0]
+        done.add(n)
+        jobs = [j for j in best.order if best.choice[j].node == n]
+        if not jobs:
+            continue
+        share = left if len(todo) == 1 else max(MIN_SOLVE_S, left * 0.5)
+        _log(progress, f"per-node model for {inst.node_names[n]}: {len(jobs)} jobs")
+        best = _milp_step(inst, best, jobs, {n}, solver, share, progress, runs)

@@ -1,0 +1,189 @@
+"""The demo's driver, run by scripts/demo.sh once Airflow is up: log in over REST, create the pools,
+trigger the planning DAG for the example sweep, wait for every plan version's DAG to finish, and print
+planned vs actual makespan against current practice. Stdlib HTTP only; the engine does the math.
+
+Usage: python scripts/demo.py BASE_URL WORKLOAD.yaml [--password-file F] [--timeout S] [--solver S]
+       [--time-limit S] [--html OUT.html]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+
+TERMINAL = {"success", "failed"}
+
+
+class Api:
+    """Airflow's REST API with a JWT from POST /auth/token."""
+
+    def __init__(self, base: str):
+        self.base = base.rstrip("/")
+        self.token: Optional[str] = None
+
+    def call(self, method: str, path: str, body: Any = None, ok=(200, 201)) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {self.token}"} if self.token else {})})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                text = r.read().decode()
+                return json.loads(text) if text else None
+        except urllib.error.HTTPError as e:
+            if e.code in ok:
+                return None
+            raise RuntimeError(f"{method} {path}: HTTP {e.code}: {e.read().decode()[:300]}") from None
+
+    def login(self, user: str, password: str) -> None:
+        self.token = self.call("POST", "/auth/token", {"username": user, "password": password})["access_token"]
+
+
+def wait(what: str, fn, timeout_s: float, every_s: float = 2.0):
+    """Poll fn() until it returns something truthy; print a dot every 30 s so a user sees life."""
+    t0 = last = time.time()
+    while True:
+        try:
+            v = fn()
+        except (urllib.error.URLError, ConnectionError, RuntimeError, TimeoutError) as e:
+            v, err = None, e
+        else:
+            err = None
+        if v:
+            return v
+        if time.time() - t0 > timeout_s:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}" + (f" ({err})" if err else ""))
+        if time.time() - last > 30:
+            print(f"  ... still waiting for {what} ({time.time() - t0:.0f} s)", flush=True)
+            last = time.time()
+        time.sleep(every_s)
+
+
+def healthy(api: Api) -> bool:
+    h = api.call("GET", "/api/v2/monitor/health")
+    parts = [h.get(k, {}) for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")]
+    return all(p.get("status") == "healthy" for p in parts)
+
+
+def ensure_pools(api: Api, workload_path: str) -> list[str]:
+    """One pool per node, one slot per device (the planning DAG checks them again)."""
+    from saturn_airflow.orchestrate import nodes_of, pool_specs
+    from saturn_airflow.workload import load_workload
+
+    names = []
+    for p in pool_specs(nodes_of(load_workload(workload_path))):
+        body = {"name": p["name"], "slots": p["slots"], "description": p["description"],
+                "include_deferred": p["include_deferred"]}
+        if api.call("GET", f"/api/v2/pools/{p['name']}", ok=(404,)) is None:
+            api.call("POST", "/api/v2/pools", body)
+        else:
+            api.call("PATCH", f"/api/v2/pools/{p['name']}", body)
+        names.append(f"{p['name']} ({p['slots']} slots)")
+    return names
+
+
+def dag_run(api: Api, dag_id: str, run_id: str) -> dict:
+    return api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+
+
+def latest_run(api: Api, dag_id: str) -> Optional[dict]:
+    runs = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after&limit=1", ok=(404,))
+    return (runs or {}).get("dag_runs", [None])[0] if runs and runs.get("dag_runs") else None
+
+
+def active_planning_runs(api: Api) -> int:
+    runs = api.call("GET", "/api/v2/dags/saturn_plan/dagRuns?state=queued&state=running&limit=10")
+    return runs["total_entries"]
+
+
+def newest(ps, plan_id: str) -> str:
+    while (nxt := ps.superseded_by(plan_id)):
+        plan_id = nxt
+    return plan_id
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("base_url")
+    ap.add_argument("workload")
+    ap.add_argument("--user", default="admin")
+    ap.add_argument("--password-file", required=True)
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--solver", default=None)
+    ap.add_argument("--time-limit", type=float, default=None)
+    ap.add_argument("--html", default=None, help="also write the Gantt chart here")
+    a = ap.parse_args(argv)
+
+    from saturn_airflow import gantt_html, settings
+    from saturn_airflow.render import PLANNING_DAG_ID, dag_id
+    from saturn_airflow.store import PlanStore, ProgressStore, Store
+
+    api = Api(a.base_url)
+    t0 = time.time()
+    wait("the api-server", lambda: api.call("GET", "/api/v2/monitor/health"), 300)
+    password = json.loads(Path(a.password_file).read_text())[a.user]
+    api.login(a.user, password)
+    wait("scheduler, triggerer and dag-processor to be healthy", lambda: healthy(api), 300)
+    print(f"Airflow is up ({time.time() - t0:.0f} s). Pools: {', '.join(ensure_pools(api, a.workload))}", flush=True)
+
+    wait(f"DAG {PLANNING_DAG_ID} to be parsed",
+         lambda: api.call("GET", f"/api/v2/dags/{PLANNING_DAG_ID}", ok=(404,)), 300)
+    api.call("PATCH", f"/api/v2/dags/{PLANNING_DAG_ID}", {"is_paused": False})
+    conf: dict[str, Any] = {"workload": str(Path(a.workload).resolve())}
+    if a.solver:
+        conf["solver"] = a.solver
+    if a.time_limit:
+        conf["time_limit"] = a.time_limit
+    ps = PlanStore(Store(settings.store_url()))
+    known = set(ps.ids())
+    run = api.call("POST", f"/api/v2/dags/{PLANNING_DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
+    print(f"Triggered {PLANNING_DAG_ID} run {run['dag_run_id']} for {a.workload} (profile, then solve)", flush=True)
+    state = wait("the planning run", lambda: (s := dag_run(api, PLANNING_DAG_ID, run["dag_run_id"])["state"])
+                 in TERMINAL and s, a.timeout, 3)
+    if state != "success":
+        print(f"The planning run ended {state}; see its task logs in the UI.", file=sys.stderr)
+        return 1
+    root = wait("the published plan", lambda: sorted(set(ps.ids()) - known)[:1], 60)[0]
+    print(f"Plan {root} published; its DAG {dag_id(root)} runs the jobs.", flush=True)
+
+    def finished():
+        pid = newest(ps, root)
+        r = latest_run(api, dag_id(pid))
+        if not r or r["state"] not in TERMINAL or active_planning_runs(api):
+            return None
+        return pid if newest(ps, root) == pid else None  # no re-plan slipped in meanwhile
+
+    last = wait("the plan's DAG runs (re-plans included) to finish", finished, a.timeout, 5)
+    lineage = ps.lineage(last)
+    st = Store(settings.store_url())
+    cluster, baseline = gantt_html.store_context(st, lineage)
+    progress = ProgressStore(st).all(lineage[-1].workload)
+    data = gantt_html.chart_data(lineage, progress, baseline, cluster=cluster)
+    sw = data["sweep"]
+    fmt = gantt_html.fmt_s
+    print()
+    print(f"Sweep {lineage[-1].workload}: {sw['jobs_done']}/{sw['jobs']} jobs done, {sw['replans']} re-plan(s)")
+    print(f"  planned makespan   {fmt(sw['planned_makespan_s']):>8}  (lower bound {fmt(sw['lower_bound_s'])}, "
+          f"solver {lineage[0].solver.name} {lineage[0].solver.status})")
+    actual = sw["actual_makespan_s"] if sw["actual_makespan_s"] is not None else sw["projected_makespan_s"]
+    print(f"  actual makespan    {fmt(actual):>8}" + ("" if sw["actual_makespan_s"] is not None else "  (not all jobs done)"))
+    if sw["baseline_makespan_s"]:
+        b = sw["baseline_makespan_s"]
+        print(f"  current practice   {fmt(b):>8}  (every job on all devices of a node, one after another): "
+              f"planned {100 * (1 - sw['planned_makespan_s'] / b):+.0f}% shorter")
+    if a.html:
+        Path(a.html).write_text(gantt_html.render_html(lineage, progress, baseline, cluster=cluster))
+        print(f"  chart file         {a.html}")
+    (Path(a.password_file).parent / "result.json").write_text(
+        json.dumps({"plan_id": last, "root_plan_id": root, "dag_id": dag_id(last), "sweep": sw}, indent=1))
+    return 0 if sw["jobs_done"] == sw["jobs"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The plugin app's routes in process (auth overridden; tests/plugins/test_plugin_auth.py checks auth)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from saturn_airflow.gantt_html import store_context
+from saturn_airflow.store import PlanStore
+
+from . import sample
+
+app_mod = pytest.importorskip("saturn_airflow.plugins.app")
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    url = str(tmp_path / "store")
+    sample.publish(url)
+    monkeypatch.setenv("SATURN_HOME", url)
+    app_mod._CONTEXT.clear()
+    app_mod.app.dependency_overrides[app_mod.authorize] = lambda: None
+    yield TestClient(app_mod.app)
+    app_mod.app.dependency_overrides.clear()
+
+
+def test_plan_for_dag():
+    assert app_mod.plan_for_dag("saturn_run__demo-v1", ["demo-v1", "demo-v2"]) == "demo-v1"
+    assert app_mod.plan_for_dag("saturn_plan", ["demo-v1"]) is None
+    assert app_mod.plan_for_dag("saturn_run__gone", ["demo-v1"]) is None
+
+
+def test_index_lists_latest_lineage_and_dag_tab_shows_chart(client):
+    index = client.get("/").text
+    assert "demo-v2" in index and "plan?plan_id=demo-v2" in index
+    assert client.get("/?dag_id=saturn_plan").text == index  # the planning DAG's tab: the list
+    tab = client.get("/?dag_id=saturn_run__demo-v1").text  # an old plan's DAG follows its re-plans
+    assert tab.count('class="bar planned"') == 4 + 2 + 1 + 1 + 2 + 2 + 2 + 1 + 1 + 2
+    assert 'href="/dags/saturn_run__demo-v2" target="_top"' in tab
+    only = client.get("/plan?plan_id=demo-v1&latest=false").text
+    assert 'data-plan="demo-v2"' not in only
+
+
+def test_json_api_uses_the_table(client):
+    plans = client.get("/api/plans").json()["plans"]
+    assert {p["plan_id"]: p["superseded_by"] for p in plans} == {"demo-v1": "demo-v2", "demo-v2": None}
+    assert plans[0]["dag_id"] == "saturn_run__demo-v1"
+    data = client.get("/api/plans/demo-v2").json()
+    assert [p["plan_id"] for p in data["plans"]] == ["demo-v1", "demo-v2"]
+    assert data["sweep"]["baseline_makespan_s"] > 0
+    assert len(data["plans"][0]["lanes"]) == 6
+    assert client.get("/api/plans/nope").status_code == 404
+    assert client.get("/plan?dag_id=some_other_dag").status_code == 404
+
+
+def test_store_context_current_practice(tmp_path):
+    st = sample.publish(str(tmp_path / "s"))
+    cluster, base = store_context(st, PlanStore(st).lineage("demo-v2"))
+    assert [n.gpus for n in cluster.nodes] == [4, 2]
+    from saturn_airflow.planner import plan_table
+
+    assert base == pytest.approx(plan_table(sample.table(), baseline="current-practice").makespan_s)
+    bare = sample.publish(str(tmp_path / "t"), with_table=False)
+    assert store_context(bare, PlanStore(bare).lineage("demo-v2")) == (None, None)
