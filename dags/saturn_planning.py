@@ -47,8 +47,9 @@ with DAG(
                                       replan_of="{{ params.replan_of }}", reason="{{ params.reason }}")
     pools = SaturnEnsurePoolsOperator(task_id="ensure_pools", retries=2)
     profile = SaturnProfileOperator.partial(task_id="profile", retries=1).expand(
-        node=validate.output["nodes"])
+        node=pools.output)
     solve = SaturnSolveOperator(task_id="solve", solver="{{ params.solver }}", time_limit="{{ params.time_limit }}",
                                 drift_threshold="{{ params.drift_threshold }}", drift_min_s="{{ params.drift_min_s }}")
     publish = SaturnPublishOperator(task_id="publish")
-    validate >> pools >> profile >> solve >> publish
+    validate >> pools
+    profile >> solve >> publish

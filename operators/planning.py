@@ -8,9 +8,6 @@ replan); all heavy work happens in execute(), never at parse time. Data between 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
 from typing import Any, Optional
 
 from airflow.sdk import BaseOperator
@@ -60,7 +57,6 @@ class SaturnValidateOperator(BaseOperator):
             self.log.error("workload rejected: %s", e)
             raise AirflowFailException(f"workload rejected: {e}") from None
         nodes = orchestrate.nodes_of(wl)
-        context["ti"].xcom_push(key="nodes", value=nodes)  # the profile task is mapped over it
         self.log.info("workload %s: %d jobs on %s", wl.name, len(wl.jobs),
                       ", ".join(f"{n['name']} ({n['gpus']} devices)" for n in nodes))
         return {"workload_path": os.path.abspath(path), "workload": wl.name, "nodes": nodes,
@@ -68,37 +64,48 @@ class SaturnValidateOperator(BaseOperator):
 
 
 class SaturnEnsurePoolsOperator(BaseOperator):
-    """Make sure each node's pool exists with one slot per GPU (`airflow pools import`, idempotent).
+    """Make sure each node's pool exists with one slot per GPU (idempotent; resizes a pool that changed).
 
-    Airflow 3 tasks may not touch the metadata DB in-process, so this runs the Airflow CLI in a
-    subprocess (it needs the worker to have the DB configured, as LocalExecutor workers do; on
-    Celery/Kubernetes create the pools once with `airflow pools import` and set
-    `AIRFLOW__SATURN__MANAGE_POOLS=false`).
+    Airflow 3 tasks may not touch the metadata DB, so this goes through the public REST API with the
+    credentials of the `saturn_api` connection (host = the api-server URL, login/password of a user
+    allowed to edit pools). Without that connection it tries `[api] base_url` unauthenticated (works
+    with `simple_auth_manager_all_admins`). `AIRFLOW__SATURN__MANAGE_POOLS=false` skips this step for
+    deployments that manage pools themselves (`airflow pools import`, Helm values...).
+    Returns the nodes: the profile task is mapped over them.
     """
 
     ui_color = "#e8f0fe"
 
-    def __init__(self, *, validate_task_id: str = "validate", **kwargs):
+    def __init__(self, *, validate_task_id: str = "validate", conn_id: str = "saturn_api", **kwargs):
         super().__init__(**kwargs)
-        self.validate_task_id = validate_task_id
+        self.validate_task_id, self.conn_id = validate_task_id, conn_id
+
+    def _endpoint(self) -> tuple[str, Optional[str], Optional[str]]:
+        from airflow.sdk import Connection
+
+        try:
+            c = Connection.get(self.conn_id)
+        except Exception:
+            c = None
+        if c is not None and c.host:
+            host = c.host if "://" in c.host else f"{c.schema or 'http'}://{c.host}"
+            if c.port and host.count(":") < 2:
+                host = f"{host}:{c.port}"
+            return host, c.login, c.password
+        from airflow.configuration import conf
+
+        return conf.get("api", "base_url", fallback="http://localhost:8080"), None, None
 
     def execute(self, context):
         info = context["ti"].xcom_pull(task_ids=self.validate_task_id)
-        specs = orchestrate.pool_specs(info["nodes"])
-        for p in specs:
-            self.log.info("pool %s: %d slots (%s)", p["name"], p["slots"], p["description"])
         if settings.get("manage_pools", "true").lower() in ("false", "0", "no"):
-            self.log.info("manage_pools is off: assuming the pools exist")
-            return [p["name"] for p in specs]
-        with tempfile.TemporaryDirectory() as tmp:
-            path = orchestrate.pools_import_file(info["nodes"], os.path.join(tmp, "pools.json"))
-            proc = subprocess.run([sys.executable, "-m", "airflow", "pools", "import", path],
-                                  capture_output=True, text=True, timeout=300)
-        for line in (proc.stdout + proc.stderr).splitlines()[-20:]:
-            self.log.info("airflow pools import: %s", line)
-        if proc.returncode != 0:
-            raise RuntimeError(f"airflow pools import failed with status {proc.returncode}")
-        return [p["name"] for p in specs]
+            for p in orchestrate.pool_specs(info["nodes"]):
+                self.log.info("manage_pools is off: assuming pool %s exists with %d slots", p["name"], p["slots"])
+            return info["nodes"]
+        base, login, password = self._endpoint()
+        self.log.info("ensuring pools through the Airflow API at %s%s", base, f" as {login}" if login else "")
+        orchestrate.ensure_pools_rest(base, info["nodes"], login=login, password=password, log=self.log.info)
+        return info["nodes"]
 
 
 class SaturnProfileOperator(BaseOperator):
@@ -199,7 +206,8 @@ class SaturnSolveOperator(BaseOperator):
         res = replan.replan_from_store(
             ps, ProgressStore(store), table, parent.plan_id, steps, owner=context["run_id"], solver=solver,
             time_limit=time_limit, restart_overhead_s=settings.restart_overhead_s(),
-            min_gain=settings.get_float("min_preempt_gain"), reason=info.get("reason") or "drift", log=self.log.info)
+            min_gain=settings.get_float("min_preempt_gain"), reason=info.get("reason") or "drift",
+            rates=((context.get("params") or {}).get("drift") or {}).get("rates"), log=self.log.info)
         self.log.info("%s", res.message)
         if res.plan is None:
             raise AirflowSkipException(res.message)

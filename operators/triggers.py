@@ -27,15 +27,16 @@ class DriftTrigger(BaseTrigger):
                  "threshold": self.threshold, "min_s": self.min_s, "max_replans": self.max_replans})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from saturn_airflow.orchestrate import drift_step
+        from saturn_airflow.orchestrate import RateWindow, drift_step
 
         self.log.info("watching plan %s every %.0f s (t0=%.0f)", self.plan_id, self.poll_s, self.t0)
         looks = 0
+        window = RateWindow()
         while True:
             try:
                 event = await asyncio.to_thread(drift_step, self.store_url, self.plan_id, self.t0,
                                                 threshold=self.threshold, min_s=self.min_s,
-                                                max_replans=self.max_replans)
+                                                max_replans=self.max_replans, window=window)
             except Exception as e:  # a half-written store must not kill the watch; try again next time
                 self.log.warning("drift look failed: %s", e)
                 event = None

@@ -87,8 +87,13 @@ def job_state(plan: Plan, job: str, record: Optional[dict]) -> str:
 
 
 def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float, *,
-           threshold: float = 0.1, min_s: float = 60.0) -> DriftReport:
-    """Project the plan's makespan from progress `records` (job -> latest record) at time `now`."""
+           threshold: float = 0.1, min_s: float = 60.0, rates: Optional[dict[str, float]] = None) -> DriftReport:
+    """Project the plan's makespan from progress `records` (job -> latest record) at time `now`.
+
+    `rates` (job -> steps/s) overrides the records' rates: the drift watch passes rates measured over
+    a recent window, which follow a change of speed faster than the runner's average since start.
+    """
+    rates = rates or {}
     now_rel = max(0.0, now - t0)
     proj: dict[str, JobProjection] = {}
     groups: dict[str, list[str]] = {"done": [], "failed": [], "running": [], "pending": []}
@@ -97,7 +102,7 @@ def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float
         state = job_state(plan, a.job, rec)
         groups[state].append(a.job)
         step, total = int(rec.get("step") or 0), int(rec.get("total") or 0)
-        rate = rec.get("rate_steps_per_s")
+        rate = rates.get(a.job) or rec.get("rate_steps_per_s")
         rate = float(rate) if rate else None
         if state in FINISHED:
             end = float(rec.get("finished_at") or rec.get("updated_at") or now) - t0

@@ -66,13 +66,15 @@ def plan_baseline(plan: Plan) -> Optional[float]:
 def attach_records(plans: list[Plan], progress: Optional[dict[str, dict]]) -> dict[str, dict[str, dict]]:
     """plan_id -> {job: record}: each record goes to the newest plan holding its job, not older than
     the plan that wrote it (a job kept running across a re-plan shows on the new chart; a job
-    finished before it stays on the old one)."""
+    finished before it stays on the old one). Records of plans outside `plans` are left out."""
     out: dict[str, dict[str, dict]] = {p.plan_id: {} for p in plans}
     pos = {p.plan_id: i for i, p in enumerate(plans)}
     for job, rec in (progress or {}).items():
         if not isinstance(rec, dict):
             continue
         job = rec.get("job", job)
+        if rec.get("plan_id") and rec["plan_id"] not in pos:
+            continue  # another lineage of the same workload (an earlier sweep)
         floor = pos.get(rec.get("plan_id"), 0)
         holders = [i for i, p in enumerate(plans) if i >= floor and any(a.job == job for a in p.assignments)]
         if holders:

@@ -81,6 +81,46 @@ def pools_import_file(nodes: list[dict], path: str) -> str:
     return path
 
 
+def ensure_pools_rest(base_url: str, nodes: list[dict], *, login: Optional[str] = None, password: Optional[str] = None,
+                      token: Optional[str] = None, log: Callable[[str], None] = lambda m: None) -> list[dict]:
+    """Create or resize each node's pool through Airflow's public REST API (/api/v2/pools).
+
+    Airflow 3 blocks metadata-DB access from task code, so the REST API is the supported way; the
+    credentials come from the `saturn_api` connection (see docs/airflow.md).
+    """
+    import httpx  # installed with Airflow; only this step needs it
+
+    base = base_url.rstrip("/")
+    with httpx.Client(base_url=base, timeout=30) as client:
+        if token is None and login:
+            r = client.post("/auth/token", json={"username": login, "password": password or ""})
+            if r.status_code >= 400:
+                raise RuntimeError(f"Airflow API login as {login!r} at {base} failed: {r.status_code} {r.text[:200]}")
+            token = r.json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        done = []
+        for p in pool_specs(nodes):
+            r = client.get(f"/api/v2/pools/{p['name']}", headers=headers)
+            if r.status_code in (401, 403):
+                raise RuntimeError(f"Airflow API at {base} refused pool access ({r.status_code}); set the "
+                                   "'saturn_api' connection (login/password of a user allowed to edit pools)")
+            body = {"name": p["name"], "slots": p["slots"], "description": p["description"],
+                    "include_deferred": p["include_deferred"]}
+            if r.status_code == 404:
+                r = client.post("/api/v2/pools", json=body, headers=headers)
+                action = "created"
+            elif r.status_code == 200 and (r.json().get("slots") != p["slots"]):
+                r = client.patch(f"/api/v2/pools/{p['name']}", json=body, headers=headers)
+                action = "resized"
+            else:
+                action = "exists"
+            if r.status_code >= 400:
+                raise RuntimeError(f"pool {p['name']}: {r.status_code} {r.text[:300]}")
+            log(f"pool {p['name']}: {action} ({p['slots']} slots)")
+            done.append({**p, "action": action})
+        return done
+
+
 # --------------------------------------------------------------------------- profiling and solving
 def merge_tables(tables: list[ProfileTable], cluster) -> ProfileTable:
     """Union of per-node profile tables (configs deduplicated by identity), over the workload's cluster."""
@@ -198,9 +238,39 @@ def drift_settings(plan: Plan) -> dict[str, float]:
             "min_s": float(d.get("min_s") if d.get("min_s") is not None else settings.drift_min_s())}
 
 
+class RateWindow:
+    """Recent rates (steps/s) from successive progress records: the speed now, not the average since start."""
+
+    def __init__(self, window_s: float = 30.0):
+        self.window_s = window_s
+        self.samples: dict[str, list[tuple[float, int]]] = {}
+
+    def update(self, records: dict[str, Optional[dict]]) -> dict[str, float]:
+        rates: dict[str, float] = {}
+        for job, rec in records.items():
+            if not rec or rec.get("state") != "running" or rec.get("updated_at") is None:
+                self.samples.pop(job, None)
+                continue
+            t, step = float(rec["updated_at"]), int(rec.get("step") or 0)
+            hist = self.samples.setdefault(job, [])
+            if hist and (step < hist[-1][1] or t < hist[-1][0]):
+                hist.clear()  # a restart (resumed elsewhere): start over
+            if not hist or t > hist[-1][0]:
+                hist.append((t, step))
+            while len(hist) > 2 and t - hist[1][0] >= self.window_s:
+                hist.pop(0)
+            t_old, s_old = hist[0]
+            if t - t_old >= min(self.window_s, 10.0) and step > s_old:
+                rates[job] = (step - s_old) / (t - t_old)
+        return rates
+
+
 def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[float] = None,
-               min_s: Optional[float] = None, max_replans: int = 5, now: Optional[float] = None) -> Optional[dict]:
-    """One look of the drift watch: an event dict when the watch should end (kind drift|done|superseded), else None."""
+               min_s: Optional[float] = None, max_replans: int = 5, now: Optional[float] = None,
+               window: Optional[RateWindow] = None) -> Optional[dict]:
+    """One look of the drift watch: an event dict when the watch should end (kind drift|done|superseded), else None.
+
+    `window` (kept by the caller across looks) turns successive records into recent rates."""
     store = Store(store_url)
     ps, prog = PlanStore(store), ProgressStore(store)
     plan = ps.get(plan_id)
@@ -209,9 +279,10 @@ def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[f
         return {"kind": "superseded", "plan_id": plan_id, "message": f"plan {plan_id} was superseded by {child}"}
     th = drift_settings(plan)
     records = prog.all(plan.workload)
+    rates = window.update(records) if window is not None else {}
     report = assess(plan, records, time.time() if now is None else now, t0,
                     threshold=th["threshold"] if threshold is None else threshold,
-                    min_s=th["min_s"] if min_s is None else min_s)
+                    min_s=th["min_s"] if min_s is None else min_s, rates=rates)
     if report.all_done:
         return {"kind": "done", "plan_id": plan_id, "message": report.summary() + ": " + report.reason,
                 "report": report.to_dict()}
@@ -227,6 +298,9 @@ def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[f
 def replan_conf(event: dict) -> dict[str, Any]:
     """The planning DAG's conf for a re-plan of the plan the drift event is about."""
     rep = event.get("report") or {}
-    return {"replan_of": event["plan_id"], "reason": event.get("reason", "drift"),
-            "drift": {k: rep.get(k) for k in ("planned_makespan_s", "projected_makespan_s", "ratio", "done",
-                                               "running", "pending", "failed", "now", "t0")}}
+    rates = {j: p.get("rate_steps_per_s") for j, p in (rep.get("jobs") or {}).items()
+             if p.get("state") == "running" and p.get("rate_steps_per_s")}
+    drift = {k: rep.get(k) for k in ("planned_makespan_s", "projected_makespan_s", "ratio", "done", "running",
+                                     "pending", "failed", "now", "t0")}
+    drift["rates"] = rates
+    return {"replan_of": event["plan_id"], "reason": event.get("reason", "drift"), "drift": drift}

@@ -134,7 +134,8 @@ def run_trial(workload_path: str, job: str, parallelism: str, device_ids: list[i
             shutil.rmtree(rdir, ignore_errors=True)
         res = out.result
         if res and res.get("status") == "ok" and out.returncode == 0:
-            res["startup_s"] = (res["t_first_build"] - res["t_launch"]) + res.get("build_s", 0.0)
+            res["startup_s"] = ((res["t_first_build"] - res["t_launch"]) + res.get("build_s", 0.0)
+                                + res.get("first_steps_extra_s", 0.0))
             res["teardown_s"] = max(0.0, out.t_exit - res["t_end"])
             res.update(attempts=attempts, trial_wall_s=time.time() - t0)
             for k in ("t_first_build", "t_launch", "t_end"):

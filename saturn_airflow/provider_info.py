@@ -43,6 +43,38 @@ def get_provider_info() -> dict:
                         "description": "...and past this many seconds.",
                         "version_added": "0.1.0", "type": "float", "example": "120", "default": "60",
                     },
+                    "drift_poll_s": {
+                        "description": "How often the drift trigger reads the progress records (seconds).",
+                        "version_added": "0.1.0", "type": "float", "example": "10", "default": "5",
+                    },
+                    "restart_overhead_s": {
+                        "description": "What a preempted job pays to restart (process launch, checkpoint load), in seconds.",
+                        "version_added": "0.1.0", "type": "float", "example": "30", "default": "10",
+                    },
+                    "min_preempt_gain": {
+                        "description": "A re-plan preempts running jobs only when that shortens the makespan by this fraction.",
+                        "version_added": "0.1.0", "type": "float", "example": "0.1", "default": "0.05",
+                    },
+                    "max_replans": {
+                        "description": "Re-plans allowed in one plan lineage.",
+                        "version_added": "0.1.0", "type": "integer", "example": "2", "default": "5",
+                    },
+                    "pool_prefix": {
+                        "description": "The pool of cluster node N is <pool_prefix>N (one slot per GPU).",
+                        "version_added": "0.1.0", "type": "string", "example": "gpu_", "default": "saturn_",
+                    },
+                    "manage_pools": {
+                        "description": "Create/resize the node pools from the planning DAG (REST API, connection saturn_api).",
+                        "version_added": "0.1.0", "type": "boolean", "example": "false", "default": "true",
+                    },
+                    "lease_timeout_s": {
+                        "description": "How long a training task waits for its devices' leases (seconds).",
+                        "version_added": "0.1.0", "type": "float", "example": "7200", "default": "3600",
+                    },
+                    "render_max_plans": {
+                        "description": "The factory DAG file renders the newest N plan versions.",
+                        "version_added": "0.1.0", "type": "integer", "example": "50", "default": "200",
+                    },
                 },
             }
         },

@@ -62,15 +62,18 @@ def _startup_s(c: Config) -> float:
     return float((c.model_extra or {}).get("startup_s") or 0.0)
 
 
-def observe(plan: Plan, table: ProfileTable, records: dict[str, Optional[dict]], steps: dict[str, int]) -> dict[str, Observed]:
-    """The observed state of every job of `plan`. `steps`: job -> total steps (from the workload)."""
+def observe(plan: Plan, table: ProfileTable, records: dict[str, Optional[dict]], steps: dict[str, int],
+            rates: Optional[dict[str, float]] = None) -> dict[str, Observed]:
+    """The observed state of every job of `plan`. `steps`: job -> total steps (from the workload);
+    `rates`: recent rates (steps/s) measured by the drift watch, preferred over the records' averages."""
+    rates = rates or {}
     out: dict[str, Observed] = {}
     for a in plan.assignments:
         rec = records.get(a.job) or {}
         state = job_state(plan, a.job, rec)
         total = int(rec.get("total") or steps.get(a.job) or 0)
         step = int(rec.get("step") or 0) if rec else 0
-        rate = rec.get("rate_steps_per_s")
+        rate = rates.get(a.job) or rec.get("rate_steps_per_s")
         rate = float(rate) if rate else None
         slowdown = 1.0
         cfg = _config_of(table, plan, a.job)
@@ -133,11 +136,12 @@ class ReplanResult:
 
 def replan_plan(table: ProfileTable, plan: Plan, records: dict[str, Optional[dict]], steps: dict[str, int], *,
                 solver: str = "highs", time_limit: float = 30.0, restart_overhead_s: float = 10.0,
-                min_gain: float = 0.05, reason: str = "", log: Callable[[str], None] = lambda m: None) -> ReplanResult:
+                min_gain: float = 0.05, reason: str = "", rates: Optional[dict[str, float]] = None,
+                log: Callable[[str], None] = lambda m: None) -> ReplanResult:
     """Plan the remaining work of `plan` both ways (keep running jobs / preempt them) and take the better."""
     from .planner import plan_table
 
-    observed = observe(plan, table, records, steps)
+    observed = observe(plan, table, records, steps, rates)
     running = sorted(j for j, o in observed.items() if o.state == "running")
     remaining = [j for j, o in observed.items() if o.state in ("running", "pending")]
     if not remaining:

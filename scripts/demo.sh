@@ -8,7 +8,7 @@
 # one CPU core per device when there is none.
 #
 # Settings (environment): SATURN_DEMO_HOME (./.saturn-demo), SATURN_DEMO_PORT (8080, else a free
-# one), SATURN_DEMO_HOST (127.0.0.1), SATURN_DEMO_WORKLOAD (the example sweep), SATURN_DEMO_TIMEOUT
+# one), SATURN_DEMO_HOST (127.0.0.1), SATURN_DEMO_WORKLOAD (saturn_airflow/examples/sweep.yaml), SATURN_DEMO_TIMEOUT
 # (seconds to wait for the sweep, 1800), SATURN_DEMO_SOLVER, SATURN_DEMO_TIME_LIMIT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,13 +32,8 @@ echo "== 1/4 install (./scripts/setup.sh)"
 export PATH="$ROOT/.venv/bin:$PATH"
 PY="$ROOT/.venv/bin/python"
 
-WORKLOAD=${SATURN_DEMO_WORKLOAD:-}
-if [ -z "$WORKLOAD" ]; then
-  for f in saturn_airflow/examples/demo.yaml saturn_airflow/examples/sweep.yaml saturn_airflow/examples/*.yaml; do
-    if [ -f "$f" ]; then WORKLOAD=$f; break; fi
-  done
-fi
-[ -n "$WORKLOAD" ] && [ -f "$WORKLOAD" ] || { echo "no example workload found (set SATURN_DEMO_WORKLOAD)" >&2; exit 2; }
+WORKLOAD=${SATURN_DEMO_WORKLOAD:-saturn_airflow/examples/sweep.yaml}
+[ -f "$WORKLOAD" ] || { echo "no workload file $WORKLOAD (set SATURN_DEMO_WORKLOAD)" >&2; exit 2; }
 
 PORT=${SATURN_DEMO_PORT:-8080}
 if ! "$PY" -c "import socket,sys; s=socket.socket(); s.bind(('$HOST', $PORT))" 2>/dev/null; then
@@ -62,6 +57,10 @@ export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__EXECUTOR=LocalExecutor
 export AIRFLOW__CORE__PARALLELISM=$PARALLELISM
+export AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG=$PARALLELISM
+export AIRFLOW__CORE__FERNET_KEY=
+export AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES=1
+export AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC=2
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$DEMO/airflow/airflow.db"
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$DEMO/passwords.json"
@@ -72,6 +71,7 @@ export AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$DEMO/secret")"
 export AIRFLOW__API__SECRET_KEY="$(cat "$DEMO/secret")"
 export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=10
 export AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL=5
+export PYTHONUNBUFFERED=1
 export AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT=3600
 export AIRFLOW__SATURN__STORE_URL="$DEMO/store"
 unset SATURN_HOME

@@ -67,3 +67,21 @@ def test_dict_roundtrip_is_json():
     import json
 
     json.dumps(assess(plan2(), {}, now=T0, t0=T0).to_dict())
+
+
+def test_recent_rates_override_the_average():
+    recs = {"a": rec("running", 50, 100, rate=1.0), "b": rec("running", 50, 150, rate=1.0)}
+    assert not assess(plan2(), recs, now=T0 + 50, t0=T0).should_replan
+    assert assess(plan2(), recs, now=T0 + 50, t0=T0, rates={"a": 0.25}).should_replan
+
+
+def test_rate_window_follows_a_slowdown():
+    from saturn_airflow.orchestrate import RateWindow
+
+    w = RateWindow(window_s=30)
+    step = 0
+    for t in range(0, 100, 5):
+        step += 10 if t < 50 else 1  # 2 steps/s, then 0.2 steps/s
+        rates = w.update({"a": {"state": "running", "step": step, "updated_at": T0 + t, "rate_steps_per_s": step / (t + 5)}})
+    assert abs(rates["a"] - 0.2) < 0.05
+    assert w.update({"a": {"state": "done"}}) == {} and "a" not in w.samples

@@ -320,7 +320,7 @@ class Parallelism:
         trainer = self.build(job, devices, knobs)
         build_s = time.perf_counter() - t_build
         stop = StopSignal()
-        wall, cpu = [], []
+        wall, cpu, warm = [], [], 0.0
         for s in range(warmup + measure):
             synchronize(devices)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -330,18 +330,23 @@ class Parallelism:
             if s >= warmup:
                 wall.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
+            else:
+                warm += time.perf_counter() - t0
             meter.check()
         peak = meter.peak()
-        t = torch.tensor(wall + cpu + [float(peak)], dtype=torch.float64)
+        t = torch.tensor(wall + cpu + [float(peak), warm], dtype=torch.float64)
         if devices.world_size > 1:
             t = t.to(devices.device) if devices.kind == "cuda" else t
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             t = t.cpu()
         vals = t.tolist()
-        wall, cpu, peak = vals[:measure], vals[measure:2 * measure], int(vals[-1])
+        wall, cpu, peak, warm = vals[:measure], vals[measure:2 * measure], int(vals[-2]), vals[-1]
+        med = statistics.median(wall)
         stats: dict[str, Any] = {
             "step_cpu_s": statistics.median(cpu), "samples": [round(w, 5) for w in wall],
             "peak_mem_bytes": peak, "build_s": build_s,
+            # first steps are slower (lazy init, pipeline shape inference, allocator growth): a one-off cost
+            "first_steps_extra_s": max(0.0, warm - warmup * med),
         }
         if roundtrip_dir:
             from ..checkpoint import CheckpointManager
@@ -354,4 +359,4 @@ class Parallelism:
             ck.load(trainer)
             stats["load_s"] = time.perf_counter() - t0
             stats["checkpoint_bytes"] = ck.size_bytes()
-        return SearchResult(knobs=dict(knobs), step_s=statistics.median(wall), stats=stats)
+        return SearchResult(knobs=dict(knobs), step_s=med, stats=stats)

@@ -85,8 +85,8 @@ def saturn_runtime(model: str, batch: int, parallelism: str, g: int) -> Optional
     if parallelism == "pipeline" and g >= pipe_min:
         m = 8  # GPipe micro-batches
         return t1 / g * (m + g - 1) / m / _kernel_eff(batch / m)
-    if parallelism == "ddp" and state_gb <= 24:  # a full replica fits only with checkpointing
-        return t1 / g * (1 + 0.67 * sigma * (g - 1)) * RECOMPUTE / _kernel_eff(batch / g)
+    # ddp: a full replica (16 B/param: 24 GB for GPT-2, 96 GB for GPT-J) plus gradient buckets and
+    # activations exceeds 40 GB for both models, so it is never a config (OOM), as in paper Table 4.
     if parallelism == "spilling" and g == 1:
         return t1 * SPILL[model] / _kernel_eff(batch)
     return None

@@ -76,17 +76,35 @@ def constructions(inst: Instance, lower_bound: float, deadline: float) -> list[S
     return out
 
 
-def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: float, max_moves: int = 100_000) -> Solution:
-    """First-improvement random moves, accepting ties (plateau walks); stops at the deadline or move cap."""
+def _energy(score: tuple[float, float], n: int) -> float:
+    """Makespan first; the mean end breaks ties so plateau moves that free GPUs earlier count."""
+    return score[0] + 0.01 * score[1] / max(1, n)
+
+
+def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: float, max_moves: int = 10_000_000,
+                 temperature: float = 0.02) -> Solution:
+    """Simulated annealing over random moves (change a job's option, swap two jobs, move a job), scored by
+    the list scheduler; the temperature (a fraction of the makespan) cools geometrically to zero by the
+    deadline. Returns the best solution seen, so never worse than `start`."""
     cur = Solution(list(start.order), dict(start.choice), start.score, start.source)
+    best = Solution(list(cur.order), dict(cur.choice), cur.score, cur.source)
     n = len(cur.order)
-    if n == 0:
-        return cur
+    if n < 2 and not any(len(inst.options[j]) > 1 for j in cur.order):
+        return best
     multi = [j for j in cur.order if len(inst.options[j]) > 1]
     base_free = GpuState(inst).free
+    t_start = time.monotonic()
+    span = max(1e-9, deadline - t_start)
+    t0 = temperature * start.makespan
+    temp = t0
+    e_cur = _energy(cur.score, n)
     for move in range(max_moves):
-        if (move & 31) == 0 and time.monotonic() > deadline:
-            break
+        if (move & 63) == 0:
+            now = time.monotonic()
+            if now > deadline:
+                break
+            frac = (now - t_start) / span
+            temp = t0 * (1 - frac) ** 3
         order, choice = cur.order, cur.choice
         kind = rng.random()
         if kind < 0.45 and multi:
@@ -96,35 +114,38 @@ def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: 
             if new == old:
                 continue
             choice[j] = new
-            score = evaluate(inst, order, choice, base_free)
-            if score <= cur.score:
-                cur.score = score
-            else:
-                choice[j] = old
+            undo = lambda: choice.__setitem__(j, old)  # noqa: E731
         elif kind < 0.7 and n > 1:
             a, b = rng.randrange(n), rng.randrange(n)
             if a == b:
                 continue
             order[a], order[b] = order[b], order[a]
-            score = evaluate(inst, order, choice, base_free)
-            if score <= cur.score:
-                cur.score = score
-            else:
-                order[a], order[b] = order[b], order[a]
+            undo = lambda: order.__setitem__(slice(None), _swapped(order, a, b))  # noqa: E731
         elif n > 1:
             a, b = rng.randrange(n), rng.randrange(n)
             if a == b:
                 continue
-            j = order.pop(a)
-            order.insert(b, j)
-            score = evaluate(inst, order, choice, base_free)
-            if score <= cur.score:
-                cur.score = score
-            else:
-                order.pop(b)
-                order.insert(a, j)
-    cur.source = (start.source + "+ls").lstrip("+")
-    return cur
+            job = order.pop(a)
+            order.insert(b, job)
+            undo = lambda: (order.pop(b), order.insert(a, job))  # noqa: E731
+        else:
+            continue
+        score = evaluate(inst, order, choice, base_free)
+        e_new = _energy(score, n)
+        if e_new <= e_cur or (temp > 0 and rng.random() < math.exp(-(e_new - e_cur) / temp)):
+            cur.score, e_cur = score, e_new
+            if score < best.score:
+                best = Solution(list(order), dict(choice), score, best.source)
+        else:
+            undo()
+    best.source = (start.source + "+ls").lstrip("+")
+    return best
+
+
+def _swapped(order: list[int], a: int, b: int) -> list[int]:
+    out = list(order)
+    out[a], out[b] = out[b], out[a]
+    return out
 
 
 def heuristic(inst: Instance, lower_bound: float, seed: int = 0, budget_s: float = 1.0,

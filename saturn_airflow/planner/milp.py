@@ -1,10 +1,12 @@
-"""The time-indexed SPASE MILP in Pyomo (milp.md section 2.6: the measured best formulation).
+"""The time-indexed SPASE MILP in Pyomo (milp.md section 2.6: the measured best formulation), in step form.
 
-z[j,o,t] = 1 when job j runs in option o (config on node) from slot t. Per node and slot, the GPUs of
-the jobs running then fit the node (cumulative; GPU ids are recovered afterwards by list scheduling,
-which never lengthens the plan). Durations are rounded up to slots of U/N, U the warm start's makespan,
-so the warm start rounded up is feasible and the model's value over-estimates the real makespan; the
-real plan comes from `extract`.
+S[j,o,t] = 1 when job j has started in option o (a config on a node) by slot t; it is monotone in t,
+so the job runs in slot tau when S[tau] - S[tau-d] = 1. This is the classic pulse model (z = S[t] -
+S[t-1]) after a unimodular change of variables: the same LP bound, but each capacity row holds two
+entries per option instead of d, so Pyomo builds it and HiGHS presolves it many times faster.
+Per node and slot the running jobs' GPUs fit the node; GPU ids are recovered afterwards by list
+scheduling (milp.md: any cumulative-feasible schedule has concrete ids). Runtimes are rounded to
+slots of U/N (U the warm start's makespan); the real plan always comes from `extract`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .heuristics import Solution
+from .heuristics import Solution, scored
 from .instance import Instance, Option
 from .list_scheduler import list_schedule, makespan
 
 DEFAULT_SLOTS = 100
-MAX_BINARIES = 60_000
+MIN_SLOTS = 40
+MAX_SLOTS = 200
+MAX_BINARIES = 20_000
+BINARIES_PER_SECOND = 1_000  # what a Pyomo build + HiGHS solve can use per second of budget (2 busy cores)
 
 
 @dataclass
@@ -27,20 +32,32 @@ class TimeIndexed:
     jobs: list[int]
     options: dict[int, list[Option]]
     dur: dict[tuple[int, int], int]
+    last: dict[tuple[int, int], int]  # latest start slot per (job, option index); options with none are absent
     delta: float
     horizon: int
-    warm_slots: int
 
 
-def slot_count(inst: Instance, jobs: Sequence[int], nodes: Optional[set[int]], slots: int = DEFAULT_SLOTS) -> int:
-    """N, reduced so the model stays under MAX_BINARIES (roughly jobs x options x N)."""
+def slot_count(inst: Instance, jobs: Sequence[int], nodes: Optional[set[int]] = None, budget_s: float = 30.0) -> int:
+    """N: finer for small models (rounding error per job is up to half a slot), capped so the model builds
+    and solves within the budget; below MIN_SLOTS the model is not worth building (returns 0)."""
     n_opts = sum(len([o for o in inst.options[j] if nodes is None or o.node in nodes]) for j in jobs)
-    return max(20, min(slots, MAX_BINARIES // max(1, n_opts)))
+    cap = min(MAX_BINARIES, BINARIES_PER_SECOND * budget_s)
+    n = min(MAX_SLOTS, int(cap // max(1, n_opts)))
+    return n if n >= MIN_SLOTS else 0
+
+
+def _round(x: float) -> int:
+    return max(1, int(math.floor(x + 0.5)))
 
 
 def build_time_indexed(inst: Instance, warm: Solution, jobs: Sequence[int], nodes: Optional[set[int]] = None,
                        slots: int = DEFAULT_SLOTS) -> TimeIndexed:
-    """The model over `jobs` restricted to `nodes` (all if None), warm-started from `warm` rounded up to slots."""
+    """The model over `jobs` restricted to `nodes` (all if None), warm-started from `warm` in slot time.
+
+    Runtimes round to the nearest slot (unbiased; the real schedule is re-derived anyway), and the
+    horizon is the warm start list-scheduled with those slot runtimes, so the warm start is a point
+    of the model and the model is never infeasible.
+    """
     import pyomo.environ as pyo
 
     jobs = list(jobs)
@@ -48,79 +65,91 @@ def build_time_indexed(inst: Instance, warm: Solution, jobs: Sequence[int], node
     node_set = sorted({o.node for j in jobs for o in opts[j]})
     pins = [f for f in inst.fixed.values() if f.option.node in node_set]
     warm_order = [j for j in warm.order if j in opts]
-    u = max([warm.choice[j].runtime for j in warm_order] + [f.end for f in pins] + [1e-9])
-    real = makespan(list_schedule(inst, warm_order, warm.choice))
-    u = max(u, real)
+    u = max(makespan(list_schedule(inst, warm_order, warm.choice)), 1e-9)
     delta = u / slots
-    dur = {(j, k): max(1, math.ceil(o.runtime / delta - 1e-9)) for j in jobs for k, o in enumerate(opts[j])}
-    pin_slots = {f.job: math.ceil(f.end / delta - 1e-9) for f in pins}
+    dur = {(j, k): _round(o.runtime / delta) for j in jobs for k, o in enumerate(opts[j])}
+    pin_slots = {f.job: math.ceil(f.end / delta - 1e-9) for f in inst.fixed.values()}
 
-    # The warm start with slot durations: integer starts, so it is a point of the model.
     durations = {j: dur[(j, opts[j].index(warm.choice[j]))] for j in warm_order}
-    rounded = list_schedule(inst, warm_order, warm.choice, durations=durations, pinned_end=lambda f: pin_slots.get(f.job, 0))
-    horizon = int(round(max([p.end for p in rounded if p.job in opts] + list(pin_slots.values()) + [1])))
+    rounded = list_schedule(inst, warm_order, warm.choice, durations=durations, pinned_end=lambda f: pin_slots[f.job])
+    horizon = int(round(max([p.end for p in rounded if p.job in opts] + [pin_slots[f.job] for f in pins] + [1])))
     warm_start = {p.job: (opts[p.job].index(p.option), int(round(p.start))) for p in rounded if p.job in opts}
 
-    index = [(j, k, t) for j in jobs for k in range(len(opts[j])) for t in range(horizon - dur[(j, k)] + 1)]
+    last = {(j, k): horizon - dur[(j, k)] for j in jobs for k in range(len(opts[j])) if horizon - dur[(j, k)] >= 0}
+    ks = {j: [k for k in range(len(opts[j])) if (j, k) in last] for j in jobs}
+    index = [(j, k, t) for (j, k), lt in last.items() for t in range(lt + 1)]
     m = pyo.ConcreteModel()
     m.X = pyo.Set(initialize=index, dimen=3, ordered=True)
-    m.z = pyo.Var(m.X, within=pyo.Binary, initialize=0)
+    m.S = pyo.Var(m.X, within=pyo.Binary, initialize=0)
     m.C = pyo.Var(bounds=(0, horizon), initialize=horizon)
-    by_job: dict[int, list] = {j: [] for j in jobs}
-    for (j, k, t) in index:
-        by_job[j].append((k, t))
-    m.one = pyo.Constraint(jobs, rule=lambda m, j: sum(m.z[j, k, t] for k, t in by_job[j]) == 1)
-    m.end = pyo.Constraint(jobs, rule=lambda m, j: m.C >= sum((t + dur[(j, k)]) * m.z[j, k, t] for k, t in by_job[j]))
+    mono = [(j, k, t) for (j, k, t) in index if t > 0]
+    m.M = pyo.Set(initialize=mono, dimen=3, ordered=True)
+    m.mono = pyo.Constraint(m.M, rule=lambda m, j, k, t: m.S[j, k, t] >= m.S[j, k, t - 1])
+    m.one = pyo.Constraint(jobs, rule=lambda m, j: sum(m.S[j, k, last[(j, k)]] for k in ks[j]) == 1)
+
+    def end_expr(j):  # sum_t (t + d) z_t with z_t = S_t - S_{t-1}, summed by parts
+        return sum((last[(j, k)] + dur[(j, k)]) * m.S[j, k, last[(j, k)]]
+                   - sum(m.S[j, k, t] for t in range(last[(j, k)])) for k in ks[j])
+
+    m.end = pyo.Constraint(jobs, rule=lambda m, j: m.C >= end_expr(j))
     cap = {n: [inst.node_gpus[n]] * horizon for n in node_set}
-    for f in pins:
+    for f in pins:  # list scheduling treats a pinned job's GPUs as busy from 0, so the model does too
         for tau in range(min(horizon, pin_slots[f.job])):
             cap[f.option.node][tau] -= f.option.gpus
-    terms: dict[tuple[int, int], list] = {}
-    for (j, k, t) in index:
-        o = opts[j][k]
-        for tau in range(t, t + dur[(j, k)]):
-            terms.setdefault((o.node, tau), []).append((o.gpus, (j, k, t)))
-    rows = [key for key, ts in terms.items() if sum(g for g, _ in ts) > cap[key[0]][key[1]]]
-    m.R = pyo.Set(initialize=rows, dimen=2, ordered=True)
-    m.cap = pyo.Constraint(m.R, rule=lambda m, n, tau: sum(g * m.z[v] for g, v in terms[(n, tau)]) <= cap[n][tau])
+    rows = []
+    for n in node_set:
+        for tau in range(horizon):
+            terms = []
+            demand = 0
+            for j in jobs:
+                for k in ks[j]:
+                    o, d, lt = opts[j][k], dur[(j, k)], last[(j, k)]
+                    if o.node != n or tau - d + 1 > lt:
+                        continue
+                    terms.append((o.gpus, (j, k, min(tau, lt)), (j, k, tau - d) if tau - d >= 0 else None))
+                    demand += o.gpus
+            if demand > cap[n][tau]:
+                rows.append((n, tau, terms))
+    m.R = pyo.RangeSet(0, len(rows) - 1) if rows else pyo.Set(initialize=[])
+    m.cap = pyo.Constraint(m.R, rule=lambda m, r: sum(
+        g * (m.S[hi] - (m.S[lo] if lo else 0)) for g, hi, lo in rows[r][2]) <= cap[rows[r][0]][rows[r][1]])
     total = sum(inst.node_gpus[n] for n in node_set)
     pin_area = sum(f.option.gpus * pin_slots[f.job] for f in pins)
-    m.energy = pyo.Constraint(expr=total * m.C >= pin_area + sum(opts[j][k].gpus * dur[(j, k)] * m.z[j, k, t] for (j, k, t) in index))
-    if pin_slots:
-        m.pinned = pyo.Constraint(expr=m.C >= max(pin_slots.values()))
-    # A tiny pull towards early ends keeps extraction tight without changing the optimal makespan.
-    eps = 1.0 / (len(jobs) * (horizon + 1) + 1)
-    m.obj = pyo.Objective(expr=m.C + eps * sum((t + dur[(j, k)]) * m.z[j, k, t] for (j, k, t) in index), sense=pyo.minimize)
-    for j, (k, t) in warm_start.items():
-        m.z[j, k, t].value = 1
+    m.energy = pyo.Constraint(expr=total * m.C >= pin_area + sum(
+        opts[j][k].gpus * dur[(j, k)] * m.S[j, k, last[(j, k)]] for j in jobs for k in ks[j]))
+    if pins:
+        m.pinned = pyo.Constraint(expr=m.C >= max(pin_slots[f.job] for f in pins))
+    m.obj = pyo.Objective(expr=m.C, sense=pyo.minimize)
+    for j, (k0, t0) in warm_start.items():
+        for k in ks[j]:
+            for t in range(last[(j, k)] + 1):
+                m.S[j, k, t].value = 1 if (k == k0 and t >= t0) else 0
     m.C.value = horizon
-    return TimeIndexed(m, jobs, opts, dur, delta, horizon, horizon)
+    return TimeIndexed(m, jobs, opts, dur, last, delta, horizon)
 
 
 def extract(inst: Instance, ti: TimeIndexed, base: Solution) -> Optional[Solution]:
-    """The solver's options and start order, list-scheduled with real runtimes; None if the point is not integral."""
-    from .heuristics import scored
-
-    starts: dict[int, tuple[int, int]] = {}
+    """The solver's options and start order, list-scheduled with real runtimes; None unless the point is
+    integral with one option per job (solvers can hand back fractional or partial points: milp.md P5)."""
     m = ti.model
-    for (j, k, t) in m.X:
-        v = m.z[j, k, t].value
-        if v is None:
-            continue
-        if 1e-5 < v < 1 - 1e-5:
-            return None
-        if v > 0.5:
-            if j in starts:
+    starts: dict[int, tuple[int, int]] = {}
+    for j in ti.jobs:
+        chosen = []
+        for k in range(len(ti.options[j])):
+            if (j, k) not in ti.last:
+                continue
+            vals = [m.S[j, k, t].value for t in range(ti.last[(j, k)] + 1)]
+            if any(v is None or 1e-5 < v < 1 - 1e-5 for v in vals):
                 return None
-            starts[j] = (k, t)
-    if set(starts) != set(ti.jobs):
-        return None
+            if vals[-1] > 0.5:
+                chosen.append((k, next(t for t, v in enumerate(vals) if v > 0.5)))
+        if len(chosen) != 1:
+            return None
+        starts[j] = chosen[0]
     choice = dict(base.choice)
     for j, (k, _) in starts.items():
         choice[j] = ti.options[j][k]
-    sub_order = sorted(ti.jobs, key=lambda j: (starts[j][1], -ti.dur[(j, starts[j][0])], j))
-    # jobs outside the model keep their place; the model's jobs take the model's order among themselves
-    slots = iter(sub_order)
+    sub_order = iter(sorted(ti.jobs, key=lambda j: (starts[j][1], -ti.dur[(j, starts[j][0])], j)))
     inside = set(ti.jobs)
-    order = [next(slots) if j in inside else j for j in base.order]
+    order = [next(sub_order) if j in inside else j for j in base.order]
     return scored(inst, order, choice, "milp")

@@ -19,6 +19,7 @@ from .solvers import solve
 DECOMPOSE_JOBS = 100
 DECOMPOSE_NODES = 8
 MIN_SOLVE_S = 1.0
+HEURISTIC_SHARE = 0.4
 
 
 @dataclass
@@ -35,7 +36,8 @@ def _log(progress: Optional[Callable[[str], None]], msg: str) -> None:
 
 
 def heuristic_budget(n_jobs: int, time_limit: float) -> float:
-    return min(max(0.3, 0.1 * time_limit), 0.25 + 0.01 * n_jobs, 0.3 * time_limit + 0.05)
+    """Annealing is the best value per second on small and mid instances (docs/benchmarks-planner.md)."""
+    return HEURISTIC_SHARE * time_limit
 
 
 def should_decompose(inst: Instance) -> bool:
@@ -45,8 +47,12 @@ def should_decompose(inst: Instance) -> bool:
 def _milp_step(inst: Instance, best: Solution, jobs, nodes, solver: str, budget: float,
                progress, runs: list[dict]) -> Solution:
     """One model over `jobs` on `nodes`, warm-started from `best`; returns the better of the two."""
+    slots = slot_count(inst, jobs, nodes, budget)
+    if not slots:
+        runs.append({"jobs": len(jobs), "skipped": "time limit too short for a useful model"})
+        return best
     t0 = time.monotonic()
-    ti = build_time_indexed(inst, best, jobs, nodes, slots=slot_count(inst, jobs, nodes))
+    ti = build_time_indexed(inst, best, jobs, nodes, slots=slots)
     build_s = time.monotonic() - t0
     left = budget - build_s
     run = {"jobs": len(jobs), "nodes": None if nodes is None else sorted(nodes), "slots": ti.horizon,

@@ -89,6 +89,9 @@ class AirflowHarness:
             "AIRFLOW__TRIGGERER__CAPACITY": "50",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            # the planning DAG creates the GPU pools through the REST API with this connection
+            "AIRFLOW_CONN_SATURN_API": json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": self.port,
+                                                   "login": "admin", "password": self.password()}),
         })
         env.update(self.extra_env)
         return env
@@ -107,6 +110,9 @@ class AirflowHarness:
             self.port = free_port()
         os.makedirs(self.home, exist_ok=True)
         os.makedirs(self.saturn_home, exist_ok=True)
+        pw_file = Path(self.home, "simple_auth_manager_passwords.json.generated")
+        if not pw_file.exists():  # known before start, so tasks can log in (SimpleAuthManager keeps it)
+            pw_file.write_text(json.dumps({"admin": secrets.token_urlsafe(12)}) + "\n")
         env = self.env()
         t0 = time.time()
         out = subprocess.run(self._airflow("db", "migrate"), env=env, capture_output=True, text=True, timeout=600)

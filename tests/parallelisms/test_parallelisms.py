@@ -95,11 +95,8 @@ def test_pipeline_stage_costs_ignore_embeddings(workload):
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("name,devices,knobs", [
-    ("single", [0], {}),
-    ("ddp", [0, 1], {}),
-    ("fsdp", [0, 1], {"checkpoint": True}),
+    # ddp, fsdp and single (and gpipe) are checked against the reference in tests/test_runner.py's resume tests
     ("pipeline", [0, 1], {"schedule": "1f1b", "microbatches": 4}),
-    ("pipeline", [0, 1], {"schedule": "gpipe", "microbatches": 2}),
     ("spilling", [0], {}),
 ])
 def test_matches_single_process_reference(tmp_path, workload, reference, name, devices, knobs):
@@ -109,3 +106,20 @@ def test_matches_single_process_reference(tmp_path, workload, reference, name, d
     assert res.status == "done", res.message
     got = read_losses(losses)
     assert got == pytest.approx(reference, abs=2e-5), (name, got, reference)
+
+
+@pytest.mark.distributed
+def test_user_parallelism_registers_and_trains(tmp_path, reference, monkeypatch):
+    """The docs' worked example: a class plus one registration line (here at runtime, not pyproject)."""
+    from saturn_airflow.parallelisms import ENV_EXTRA, register
+
+    monkeypatch.setenv(ENV_EXTRA, "")
+    register("ddp-accum", "saturn_airflow.examples.custom_parallelism:AccumDDP")
+    assert "ddp-accum" in registry()
+    wl = parse_workload({**WORKLOAD, "parallelisms": ["single", "ddp-accum"]})  # the workload accepts the name
+    losses = tmp_path / "losses.jsonl"
+    res = run_job(wl, "lm", parallelism="ddp-accum", knobs={"accum": 2}, device_ids=[0, 1],
+                  store_url=str(tmp_path / "store"), plan_id="t", loss_log=str(losses), log=lambda line: None,
+                  timeout_s=180)
+    assert res.status == "done", res.message
+    assert read_losses(losses) == pytest.approx(reference, abs=2e-5)

@@ -103,3 +103,10 @@ def test_escapes_names_and_handles_no_plans():
 @pytest.mark.parametrize("s,out", [(0, "0s"), (42, "42s"), (125, "2m05s"), (3720, "1h02m"), (None, "-")])
 def test_fmt_s(s, out):
     assert fmt_s(s) == out
+
+
+def test_records_of_another_lineage_are_ignored():
+    plans = sample.lineage()
+    stale = {"f": {"plan_id": "older-sweep", "state": "done", "started_at": sample.T0, "finished_at": sample.T0 + 9}}
+    data = chart_data(plans, {**sample.progress(), **stale}, now=sample.T0 + 130)
+    assert "f" not in {s["job"] for p in data["plans"] for s in p["actual"]}

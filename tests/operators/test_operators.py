@@ -1,0 +1,232 @@
+"""Operators translate engine decisions into Airflow outcomes (return, skip, fail, defer).
+
+Called directly with a minimal context (no scheduler); the real scheduler runs them in tests/e2e.
+The job runner is replaced here by a stand-in that only writes progress records: these tests are
+about the operator's decisions, the e2e test runs real training.
+"""
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
+
+from saturn_airflow import leases, orchestrate
+from saturn_airflow.plan import Plan
+from saturn_airflow.render import synthetic_plan
+from saturn_airflow.store import PlanStore, ProgressStore, Store
+
+
+class TI:
+    def __init__(self, xcoms=None):
+        self.xcoms = dict(xcoms or {})
+        self.try_number = 1
+
+    def xcom_pull(self, task_ids=None, key="return_value"):
+        return self.xcoms.get(task_ids)
+
+    def xcom_push(self, key, value):
+        self.xcoms[key] = value
+
+
+def ctx(xcoms=None, start=None):
+    return {"ti": TI(xcoms), "run_id": "manual__test", "dag_run": SimpleNamespace(start_date=start)}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("SATURN_HOME", str(tmp_path))
+    return Store(str(tmp_path))
+
+
+def publish(store, n=2, plan_id="w-v1", **extra):
+    data = synthetic_plan(n, nodes=[("local", 2)], plan_id=plan_id, workload="w").model_dump(mode="json")
+    data.update(extra)
+    p = Plan.model_validate(data)
+    PlanStore(store).publish(p)
+    return p
+
+
+# ------------------------------------------------------------------ planning
+def test_validate_fails_with_the_reason_for_a_job_that_fits_no_node(tmp_path, store):
+    from saturn_airflow.operators.planning import SaturnValidateOperator
+
+    wl = tmp_path / "bad.yaml"
+    wl.write_text("""
+name: bad
+cluster: {nodes: [{name: small, gpus: 1}]}
+jobs:
+  - {name: ok, model: saturn_airflow.examples.models:gpt, data: saturn_airflow.examples.data:tokens, batch_size: 4, steps: 2}
+  - {name: needs-two, model: saturn_airflow.examples.models:gpt, data: saturn_airflow.examples.data:tokens,
+     batch_size: 4, steps: 2, parallelisms: [ddp]}
+""")
+    op = SaturnValidateOperator(task_id="validate", workload=str(wl))
+    with pytest.raises(AirflowFailException, match="needs-two.*fits no node"):
+        op.execute(ctx())
+
+
+def test_validate_returns_nodes(tmp_path, store):
+    from saturn_airflow.operators.planning import SaturnValidateOperator
+
+    wl = tmp_path / "ok.yaml"
+    wl.write_text("""
+name: ok
+cluster: {nodes: [{name: n0, gpus: 2}, {name: n1, gpus: 4, gpu_type: a100}]}
+jobs: [{name: a, model: saturn_airflow.examples.models:gpt, data: saturn_airflow.examples.data:tokens, batch_size: 4, steps: 2}]
+""")
+    out = SaturnValidateOperator(task_id="validate", workload=str(wl)).execute(ctx())
+    assert [n["name"] for n in out["nodes"]] == ["n0", "n1"] and out["replan_of"] is None
+    assert orchestrate.pool_specs(out["nodes"])[1] == {
+        "name": "saturn_n1", "slots": 4, "description": "saturn: GPUs of node n1 (4 x a100)", "include_deferred": False}
+
+
+def test_publish_is_idempotent_and_supersedes(store):
+    from saturn_airflow.operators.planning import SaturnPublishOperator
+    from saturn_airflow.profile_table import parse_profile_table
+
+    p = synthetic_plan(3, nodes=[("local", 2)], plan_id="w-v1", workload="w")
+    table = parse_profile_table({"cluster": {"nodes": [{"name": "local", "gpus": 2}]},
+                                 "jobs": [{"name": a.job, "configs": [{"parallelism": a.parallelism, "gpus": a.gpus,
+                                                                       "runtime_s": a.runtime_s}]} for a in p.assignments]})
+    orchestrate.stage(store, p, table)
+    op = SaturnPublishOperator(task_id="publish")
+    out = op.execute(ctx({"solve": "w-v1"}))
+    assert out["dag_id"] == "saturn_run__w-v1"
+    assert op.execute(ctx({"solve": "w-v1"}))["plan_id"] == "w-v1"  # a retry does not fail
+    with pytest.raises(AirflowSkipException):
+        op.execute(ctx({"solve": None}))
+
+
+# ------------------------------------------------------------------ training
+@pytest.fixture
+def fake_runner(monkeypatch):
+    calls = []
+
+    def run_job(workload, job, *, parallelism, knobs, device_ids, store_url, plan_id, log, stop_event, **kw):
+        calls.append((job, plan_id, tuple(device_ids)))
+        prog = ProgressStore(Store(store_url))
+        prog.put("w", job, {"plan_id": plan_id, "state": "running", "step": 0, "total": 10, "started_at": time.time()})
+        if stop_event.wait(0.3):
+            prog.put("w", job, {"plan_id": plan_id, "state": "preempted", "step": 3, "total": 10})
+            return SimpleNamespace(status="preempted", message="stopped")
+        log(f"{job}: step 10/10")
+        prog.put("w", job, {"plan_id": plan_id, "state": "done", "step": 10, "total": 10, "finished_at": time.time()})
+        return SimpleNamespace(status="done", message="done")
+
+    import saturn_airflow.launch
+
+    monkeypatch.setattr(saturn_airflow.launch, "run_job", run_job)
+    return calls
+
+
+def train(p, job, **kw):
+    from saturn_airflow.operators.training import SaturnTrainOperator
+
+    return SaturnTrainOperator(task_id=job, plan_id=p.plan_id, job=job, watch_s=0.05, **kw)
+
+
+def test_trains_on_the_plan_devices_then_never_again(store, fake_runner):
+    p = publish(store)
+    a = p.assignments[0]
+    out = train(p, a.job).execute(ctx())
+    assert out["status"] == "done" and out["ran"]
+    assert fake_runner == [(a.job, p.plan_id, tuple(a.gpu_ids))]
+    again = train(p, a.job).execute(ctx())  # e.g. a retry, or the same job in a newer plan
+    assert again == {"job": a.job, "status": "done", "ran": False} and len(fake_runner) == 1
+    hist = leases.history(store)
+    assert {e["key"] for e in hist} == {f"job/w/{a.job}"} | {f"device/local/{g}" for g in a.gpu_ids}
+    assert [e["event"] for e in orchestrate.events(store, "w")] == ["start", "end"]
+
+
+def test_unstarted_task_of_a_superseded_plan_skips(store, fake_runner):
+    p = publish(store)
+    publish(store, n=2, plan_id="w-v2", parent_plan_id=p.plan_id, kept=[])
+    with pytest.raises(AirflowSkipException, match="superseded"):
+        train(p, p.assignments[1].job).execute(ctx())
+    assert fake_runner == []
+
+
+def test_running_job_is_preempted_when_a_newer_plan_does_not_keep_it(store, fake_runner, monkeypatch):
+    p = publish(store)
+    job = p.assignments[0].job
+
+    def later():
+        time.sleep(0.1)
+        publish(store, n=2, plan_id="w-v2", parent_plan_id=p.plan_id, kept=[], preempted=[job])
+
+    threading.Thread(target=later).start()
+    with pytest.raises(AirflowSkipException, match="preempted by plan w-v2"):
+        train(p, job).execute(ctx())
+
+
+def test_kept_job_in_the_child_waits_for_the_parent_run_and_does_not_rerun(store, fake_runner):
+    p = publish(store)
+    job = p.assignments[0].job
+    child = publish(store, n=2, plan_id="w-v2", parent_plan_id=p.plan_id, kept=[job])
+    # the parent's task holds the job lease; the child's task waits for it, then sees "done"
+    held = leases.acquire(store, [leases.job_key("w", job)], {"job": job, "plan_id": p.plan_id})
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("out", train(child, job).execute(ctx())))
+    t.start()
+    time.sleep(1.5)
+    assert t.is_alive()  # waiting on the lease
+    ProgressStore(store).put("w", job, {"plan_id": p.plan_id, "state": "done", "step": 10, "total": 10})
+    held.release()
+    t.join(30)
+    assert box["out"]["ran"] is False and fake_runner == []
+
+
+# ------------------------------------------------------------------ drift
+def test_drift_sensor_defers_to_the_installed_trigger(store):
+    from saturn_airflow.operators.drift import SaturnDriftSensor
+
+    p = publish(store)
+    sensor = SaturnDriftSensor(task_id="drift_watch", plan_id=p.plan_id)
+    from datetime import datetime, timezone
+
+    with pytest.raises(TaskDeferred) as e:
+        sensor.execute(ctx(start=datetime.now(timezone.utc)))
+    path, kwargs = e.value.trigger.serialize()
+    assert path == "saturn_airflow.operators.triggers.DriftTrigger" and kwargs["plan_id"] == p.plan_id
+    # the trigger fires "done" once every job is done
+    for a in p.assignments:
+        ProgressStore(store).put("w", a.job, {"plan_id": p.plan_id, "state": "done", "finished_at": time.time()})
+    from saturn_airflow.operators.triggers import DriftTrigger
+
+    trig = DriftTrigger(**kwargs)
+
+    async def first():
+        async for ev in trig.run():
+            return ev
+
+    ev = asyncio.run(asyncio.wait_for(first(), 30))
+    assert ev.payload["kind"] == "done"
+    assert sensor.execute_complete(ctx(), ev.payload)["kind"] == "done"
+
+
+def test_trigger_fires_drift_for_a_late_plan(store):
+    p = publish(store, n=2)
+    a = sorted(p.assignments, key=lambda a: a.start_s)[0]
+    t0 = time.time() - 10
+    ProgressStore(store).put("w", a.job, {"plan_id": p.plan_id, "state": "running", "step": 1, "total": 1000,
+                                          "rate_steps_per_s": 0.1, "started_at": t0})
+    ev = orchestrate.drift_step(store.url, p.plan_id, t0)
+    assert ev["kind"] == "drift" and "later than the planned" in ev["reason"]
+    conf = orchestrate.replan_conf(ev)
+    assert conf["replan_of"] == p.plan_id and a.job in conf["drift"]["running"]
+
+
+def test_replan_trigger_skips_without_drift_and_triggers_with_it(store):
+    from saturn_airflow.operators.drift import SaturnReplanTriggerOperator
+
+    op = SaturnReplanTriggerOperator(task_id="trigger_replan", plan_id="w-v1")
+    assert op.trigger_run_id == "replan__w-v1" and op.trigger_dag_id == "saturn_plan"
+    with pytest.raises(AirflowSkipException):
+        op.execute(ctx({"drift_watch": {"kind": "done", "message": "all done"}}))
+    event = {"kind": "drift", "plan_id": "w-v1", "reason": "late", "report": {"running": ["a"]}}
+    with pytest.raises(Exception) as e:  # Airflow 3: the task runner creates the run from this exception
+        op.execute(ctx({"drift_watch": event}))
+    assert type(e.value).__name__ == "DagRunTriggerException"
+    assert op.conf["replan_of"] == "w-v1" and op.conf["reason"] == "late"
