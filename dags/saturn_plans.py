@@ -18,7 +18,7 @@ from saturn_airflow import settings
 from saturn_airflow.operators.drift import SaturnDriftSensor, SaturnReplanTriggerOperator
 from saturn_airflow.operators.training import SaturnTrainOperator
 from saturn_airflow.plan import Plan
-from saturn_airflow.render import DRIFT_TASK, REPLAN_TASK, dag_id, doc_md, task_specs
+from saturn_airflow.render import DRIFT_TASK, REPLAN_TASK, dag_id, doc_md, newest, task_specs
 from saturn_airflow.store import PlanStore, Store
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def render_all(store_url: str | None = None) -> dict[str, DAG]:
     store = Store(store_url or settings.store_url())
     ps = PlanStore(store)
     out: dict[str, DAG] = {}
-    for pid in ps.ids()[-settings.get_int("render_max_plans"):]:
+    for pid in newest(ps.ids(), settings.get_int("render_max_plans")):
         try:
             out[dag_id(pid)] = render(ps.get(pid), store_url)
         except Exception as e:  # one bad plan file must not hide the others

@@ -86,9 +86,8 @@ def _lanes(plan: Plan, records: dict[str, dict], cluster: Any = None) -> list[tu
     """(node, gpu id) for every GPU of every node: the cluster's when given, else those the plan
     and the records use."""
     size: dict[str, int] = {}
-    if cluster is not None:
-        for n in getattr(cluster, "nodes", []):
-            size[n.name] = n.gpus
+    for n in getattr(cluster, "nodes", None) or []:
+        size[n.name] = n.gpus
     for a in plan.assignments:
         size[a.node] = max(size.get(a.node, 0), max(a.gpu_ids, default=-1) + 1)
     nodes_of = {a.job: a.node for a in plan.assignments}
@@ -170,6 +169,8 @@ def chart_data(plans: list[Plan], progress: Optional[dict[str, dict]] = None,
     """Everything the page draws, as JSON-able data (the plugin's JSON API; tests)."""
     now = time.time() if now is None else now
     attached = attach_records(plans, progress)
+    # a node of CPU devices (no GPU on the machine) labels its lanes "cpu N"
+    kinds = {n.name: "cpu" if n.gpu_type == "cpu" else "gpu" for n in getattr(cluster, "nodes", None) or []}
     out = []
     for i, p in enumerate(plans):
         recs = attached[p.plan_id]
@@ -179,7 +180,7 @@ def chart_data(plans: list[Plan], progress: Optional[dict[str, dict]] = None,
             "version": i + 1, "plan_id": p.plan_id, "parent_plan_id": p.parent_plan_id,
             "reason": (p.model_extra or {}).get("reason"), "created_at": p.created_at,
             "solver": p.solver.model_dump(mode="json"),
-            "lanes": [{"node": n, "gpu": g} for n, g in _lanes(p, recs, cluster)],
+            "lanes": [{"node": n, "gpu": g, "kind": kinds.get(n, "gpu")} for n, g in _lanes(p, recs, cluster)],
             "origin_epoch_s": origin, "actual": spans,
             "summary": plan_summary(p, spans, base),
             "plan": p.model_dump(mode="json"),
@@ -280,6 +281,7 @@ def _e(x: Any) -> str:
 def _gantt_svg(plan_d: dict, now_rel: Optional[float]) -> str:
     plan = plan_d["plan"]
     lanes = [(l["node"], l["gpu"]) for l in plan_d["lanes"]]
+    kind = {(l["node"], l["gpu"]): l.get("kind", "gpu") for l in plan_d["lanes"]}
     spans = plan_d["actual"]
     horizon = max([plan["makespan_s"], 1e-9] + [s["end_s"] for s in spans]
                   + [s["eta_end_s"] for s in spans if s["eta_end_s"] is not None])
@@ -305,7 +307,7 @@ def _gantt_svg(plan_d: dict, now_rel: Optional[float]) -> str:
         prev_node = node
         out.append(f'<g class="lane{sep}" data-node="{_e(node)}" data-gpu="{gpu}">'
                    f'<rect class="lane-bg" x="{GUTTER}" y="{y}" width="{plot_w}" height="{LANE_H}"/>'
-                   f'<text class="lane-label" x="{GUTTER - 6}" y="{y + LANE_H / 2 + 4}">{_e(node)} · gpu {gpu}</text></g>')
+                   f'<text class="lane-label" x="{GUTTER - 6}" y="{y + LANE_H / 2 + 4}">{_e(node)} · {kind[(node, gpu)]} {gpu}</text></g>')
     # planned bars: one per job per GPU lane, label on the job's first lane
     for a in plan["assignments"]:
         first = min(a["gpu_ids"]) if a["gpu_ids"] else None

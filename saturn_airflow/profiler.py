@@ -34,9 +34,10 @@ from .profile_table import Config, JobProfile, ProfileTable
 from .store import Store
 from .workload import JobSpec, Workload
 
-PROFILER_VERSION = "1"
-DEFAULT_WARMUP = 2
-DEFAULT_MEASURE = 5
+PROFILER_VERSION = "2"
+DEFAULT_WARMUP = 3
+DEFAULT_MEASURE = 5  # at least this many measured steps...
+DEFAULT_MEASURE_S = 3.0  # ...and at least this many seconds of them (median over all)
 DEFAULT_TRIAL_TIMEOUT_S = 300.0
 
 
@@ -112,8 +113,8 @@ class Trial:
 
 
 def run_trial(workload_path: str, job: str, parallelism: str, device_ids: list[int], *, warmup: int = DEFAULT_WARMUP,
-              measure: int = DEFAULT_MEASURE, timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S,
-              log: Callable[[str], None] = lambda s: None) -> dict:
+              measure: int = DEFAULT_MEASURE, measure_s: float = DEFAULT_MEASURE_S,
+              timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S, log: Callable[[str], None] = lambda s: None) -> dict:
     """One trial in fresh torchrun processes; an OOM on a knob candidate relaunches from the next one."""
     from .launch import launch_runner
 
@@ -124,6 +125,7 @@ def run_trial(workload_path: str, job: str, parallelism: str, device_ids: list[i
         try:
             out = launch_runner(["--workload", workload_path, "--job", job, "--parallelism", parallelism,
                                  "--mode", "trial", "--warmup", str(warmup), "--measure", str(measure),
+                                 "--measure-s", str(measure_s),
                                  "--knob-start", str(start)], device_ids, result_dir=rdir, log=log,
                                 timeout_s=timeout_s)
             cand = None
@@ -200,6 +202,7 @@ class ProfileStats:
 def profile_workload(workload: Workload, *, store: Optional[Store] = None, devices: Optional[list[int]] = None,
                      progress: Optional[Callable[[str], None]] = None, jobs: Optional[list[str]] = None,
                      use_cache: bool = True, warmup: int = DEFAULT_WARMUP, measure: int = DEFAULT_MEASURE,
+                     measure_s: float = DEFAULT_MEASURE_S,
                      trial_timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S, reduce: str = "per-count",
                      ckpt_every_s: Optional[float] = None) -> ProfileTable:
     """Profile `workload`'s jobs (or those named) on `devices` (default: all of this machine's) and
@@ -321,7 +324,7 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
                             stats.pruned_oom += 1
                         else:
                             stats.pruned_dominated += 1
-                        resolve(t, {"status": "pruned", "reason": b}, "pruned")
+                        resolve(t, {"status": "pruned", "reason": b.removeprefix("pruned: ")}, "pruned")
                         progressed = True
             ready = sorted((t for t in pending if blocker(t) is None), key=lambda t: -t.n)
             for t in ready:
@@ -335,7 +338,7 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
                 def work(t=t, ids=ids):
                     try:
                         r = run_trial(wpath, t.job.name, t.parallelism, ids, warmup=warmup, measure=measure,
-                                      timeout_s=trial_timeout_s)
+                                      measure_s=measure_s, timeout_s=trial_timeout_s)
                     except Exception as e:  # noqa: BLE001 - a broken trial is an infeasible config, not a crash
                         r = {"status": "error", "reason": f"{type(e).__name__}: {e}"}
                     done_q.put((t, r, ids))

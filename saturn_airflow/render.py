@@ -8,6 +8,7 @@ never changes shape.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from . import settings
 from .plan import Plan
@@ -17,6 +18,18 @@ DRIFT_TASK = "drift_watch"
 REPLAN_TASK = "trigger_replan"
 PLANNING_DAG_ID = "saturn_plan"
 DEFAULT_POOL = "default_pool"
+
+
+_STAMP = re.compile(r"-(\d{8}T\d{6})-[0-9a-f]+$")
+
+
+def newest(plan_ids: list[str], n: int) -> list[str]:
+    """The `n` newest plan ids, by the UTC stamp inside the id (new_plan_id), oldest first."""
+    def key(pid: str):
+        m = _STAMP.search(pid)
+        return (m.group(1) if m else "", pid)
+
+    return sorted(plan_ids, key=key)[-n:] if n > 0 else []
 
 
 def dag_id(plan_id: str) -> str:

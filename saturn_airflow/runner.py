@@ -127,8 +127,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stop-at-step", type=int, default=None, help="act as if preempted at this step (tests)")
     p.add_argument("--loss-log", default=None, help="rank 0 appends {step, loss} JSON lines here")
     p.add_argument("--progress-every-s", type=float, default=3.0)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--measure", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--measure", type=int, default=5, help="at least this many measured steps")
+    p.add_argument("--measure-s", type=float, default=3.0, help="and at least this many measured seconds")
     p.add_argument("--knob-start", type=int, default=0)
     p.add_argument("--search", choices=("first-fit", "best"), default="first-fit")
     return p.parse_args(argv)
@@ -193,8 +194,9 @@ def main(argv=None) -> int:
         res = par.execute(job, devices, knobs, args.steps or job.steps, ckpt, progress, stop=stop, on_step=on_step)
         if devices.is_main:
             _write_json(os.path.join(args.result_dir, "result.json"), {
-                "status": res.status, "step": res.step, "total": res.total, "t_ready": t_ready,
-                "t_end": time.time(), "save_s": ckpt.saves, "checkpoint": ck_root})
+                "status": res.status, "step": res.step, "total": res.total, "start_step": res.start_step,
+                "t_ready": t_ready, "t_end": time.time(), "save_s": ckpt.saves, "checkpoint": ck_root,
+                "train_wall_s": res.train_wall_s, "train_cpu_s": res.train_cpu_s, "cpu_s": time.process_time()})
         dist.barrier()
         dist.destroy_process_group()
         return 0 if res.status == "done" else EXIT_PREEMPTED
@@ -230,7 +232,8 @@ def _trial(args, devices, job, par) -> int:
     rt_dir = os.path.join(args.result_dir, "roundtrip")
     if devices.is_main:
         os.makedirs(rt_dir, exist_ok=True)
-    res = par.search(job, devices, warmup=args.warmup, measure=args.measure, first_fit=args.search == "first-fit",
+    res = par.search(job, devices, warmup=args.warmup, measure=args.measure, measure_s=args.measure_s,
+                     first_fit=args.search == "first-fit",
                      start=args.knob_start, on_candidate=on_candidate, roundtrip_dir=rt_dir)
     out = {"status": "ok" if res.feasible else "infeasible", "knobs": res.knobs, "step_s": res.step_s,
            "reason": res.reason, **res.stats, "world_size": devices.world_size,

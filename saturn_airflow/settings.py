@@ -23,6 +23,7 @@ DEFAULTS: dict[str, str] = {
     "min_preempt_gain": "0.05",  # preempt running jobs only when that shortens the makespan by 5%...
     "max_replans": "5",          # re-plans allowed in one plan lineage
     "pool_prefix": "saturn_",    # pool of node N: <pool_prefix>N
+    "manage_pools": "true",      # the planning DAG creates/resizes the pools (REST API, connection saturn_api)
     "lease_timeout_s": "3600",   # how long a training task waits for its devices' leases
     "render_max_plans": "200",   # the factory renders the newest N plan versions
 }

@@ -20,7 +20,7 @@ def test_env_overrides_defaults(monkeypatch, tmp_path):
 
 def test_every_default_is_declared_in_the_provider_config():
     declared = get_provider_info()["config"]["saturn"]["options"]
-    assert set(settings.DEFAULTS) <= set(declared) | {"manage_pools"}
+    assert set(settings.DEFAULTS) <= set(declared)
     for k, v in settings.DEFAULTS.items():
         if k in declared and declared[k]["default"] not in ("",):
             assert str(declared[k]["default"]) == v, k

@@ -184,6 +184,9 @@ class ExecResult:
     step: int
     total: int
     losses: list = field(default_factory=list)
+    start_step: int = 0
+    train_wall_s: float = 0.0  # the step loop only (no build, load or final save)
+    train_cpu_s: float = 0.0
 
 
 class StopSignal:
@@ -242,7 +245,8 @@ class Parallelism:
         return [{}]
 
     # -- the two methods of the template --
-    def search(self, job, devices: Devices, *, warmup: int = 2, measure: int = 5, first_fit: bool = True,
+    def search(self, job, devices: Devices, *, warmup: int = 3, measure: int = 5, measure_s: float = 3.0,
+               first_fit: bool = True,
                start: int = 0, on_candidate: Optional[Callable[[int, dict], None]] = None,
                roundtrip_dir: Optional[str] = None) -> SearchResult:
         """Tune knobs on these devices: measure candidates in order, return the first that fits
@@ -260,7 +264,8 @@ class Parallelism:
                 continue
             if on_candidate:
                 on_candidate(i, knobs)
-            res = self.measure(job, devices, knobs, warmup=warmup, measure=measure, roundtrip_dir=roundtrip_dir)
+            res = self.measure(job, devices, knobs, warmup=warmup, measure=measure, measure_s=measure_s,
+                               roundtrip_dir=roundtrip_dir)
             tried.append({"knobs": knobs, "step_s": res.step_s})
             if best is None or res.step_s < best.step_s:
                 best = res
@@ -283,15 +288,21 @@ class Parallelism:
             progress.start(start, steps)
         losses = []
         step = start
+        t0, c0 = time.perf_counter(), time.process_time()
+
+        def result(status: str, at: int) -> ExecResult:
+            return ExecResult(status, at, steps, losses, start, time.perf_counter() - t0, time.process_time() - c0)
+
         while step < steps:
             due = checkpoint is not None and devices.is_main and checkpoint.due(step)
             halt, save = stop.agree(step, due, devices)
             if halt:
+                res = result("preempted", step)
                 if checkpoint is not None:
                     checkpoint.save(trainer, step)
                 if progress is not None:
                     progress.finish("preempted", step)
-                return ExecResult("preempted", step, steps, losses)
+                return res
             if save and step > start:
                 checkpoint.save(trainer, step)
             loss = trainer.step(step)
@@ -301,17 +312,18 @@ class Parallelism:
                 on_step(step, loss)
             if progress is not None:
                 progress.update(step, loss)
+        res = result("done", steps)
         if checkpoint is not None:
             checkpoint.save(trainer, steps)  # the trained model, and "done" survives a lost progress record
         if progress is not None:
             progress.finish("done", steps)
-        return ExecResult("done", steps, steps, losses)
+        return res
 
     # -- measurement, shared by every parallelism --
-    def measure(self, job, devices: Devices, knobs: dict, *, warmup: int, measure: int,
-                roundtrip_dir: Optional[str] = None) -> SearchResult:
-        """Build, run warm-up steps, time `measure` steps with the runner's own per-step overhead
-        (the stop agreement), then time a checkpoint save and load. Per-step time is the max over
+    def measure(self, job, devices: Devices, knobs: dict, *, warmup: int, measure: int, measure_s: float = 3.0,
+                max_steps: int = 400, roundtrip_dir: Optional[str] = None) -> SearchResult:
+        """Build, run warm-up steps, time at least `measure` steps and `measure_s` seconds with the
+        runner's own per-step overhead (the stop agreement), then time a checkpoint save and load. Per-step time is the max over
         ranks (the slowest rank sets the pace); reported as the median, with CPU time alongside.
         """
         meter = MemoryMeter(devices)
@@ -321,10 +333,19 @@ class Parallelism:
         build_s = time.perf_counter() - t_build
         stop = StopSignal()
         wall, cpu, warm = [], [], 0.0
-        for s in range(warmup + measure):
+        t_measure = None
+        s = 0
+        while True:
             synchronize(devices)
             t0, c0 = time.perf_counter(), time.process_time()
-            stop.agree(s, False, devices)
+            if s == warmup:
+                t_measure = t0
+            # rank 0 decides when enough was measured (>= `measure` steps and >= measure_s seconds);
+            # the same all-reduce the training loop does every step makes every rank stop together
+            stop.requested = devices.is_main and s >= warmup + measure and (
+                t0 - t_measure >= measure_s or s >= warmup + max_steps)
+            if stop.agree(s, False, devices)[0]:
+                break
             trainer.step(s)
             synchronize(devices)
             if s >= warmup:
@@ -333,6 +354,8 @@ class Parallelism:
             else:
                 warm += time.perf_counter() - t0
             meter.check()
+            s += 1
+        measure = len(wall)
         peak = meter.peak()
         t = torch.tensor(wall + cpu + [float(peak), warm], dtype=torch.float64)
         if devices.world_size > 1:

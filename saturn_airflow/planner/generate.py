@@ -118,9 +118,15 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def adaptdl_jobs(root: Path, counts: tuple[int, ...] = (1, 2, 4, 8)) -> list[dict]:
-    """One job per (model, global batch): runtime at g GPUs = step time at placement "g" with local batch
-    global/g (nearest measured local batch, scaled linearly) x the iterations of validation-<batch>.csv."""
+# GPU count -> measured placement. The traces come from 4-GPU nodes, so 8 GPUs uses "44" (two full nodes,
+# cross-node gradient sync included): a conservative stand-in for 8 GPUs in one node.
+ADAPTDL_PLACEMENTS = {1: "1", 2: "2", 3: "3", 4: "4", 8: "44"}
+
+
+def adaptdl_jobs(root: Path, counts: tuple[int, ...] = (1, 2, 3, 4, 8)) -> list[dict]:
+    """One job per (model, global batch): runtime at g GPUs = step time at placement g (ADAPTDL_PLACEMENTS)
+    with local batch global/g (nearest measured local batch, scaled linearly) x the iterations of
+    validation-<batch>.csv."""
     jobs = []
     for model in ADAPTDL_MODELS:
         d = Path(root) / model
@@ -136,7 +142,7 @@ def adaptdl_jobs(root: Path, counts: tuple[int, ...] = (1, 2, 4, 8)) -> list[dic
             iters = int(float(vrows[-1]["iteration"]))
             configs = []
             for g in counts:
-                meas = by_place.get(str(g))
+                meas = by_place.get(ADAPTDL_PLACEMENTS.get(g, str(g)))
                 if not meas or batch % g:
                     continue
                 local = batch // g

@@ -98,3 +98,4 @@ def evaluate(inst: Instance, order: Sequence[int], choice: dict[int, Option], ba
         if end > top:
             top = end
     return top, total
+

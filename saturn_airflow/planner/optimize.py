@@ -87,8 +87,10 @@ def optimize(inst: Instance, lower_bound: float, *, solver: str = "highs", time_
     jobs = inst.free_jobs
     if not jobs:
         return Outcome(Solution([], {}, (lower_bound, 0.0), "pinned-only"), lower_bound)
+    if time_limit >= 2 * MIN_SOLVE_S:
+        import pyomo.environ  # noqa: F401  (seconds on a first import: pay it before splitting the budget)
     _log(progress, f"heuristic warm start for {len(jobs)} jobs")
-    best = heuristic(inst, lower_bound, seed=seed, budget_s=heuristic_budget(len(jobs), time_limit))
+    best = heuristic(inst, lower_bound, seed=seed, budget_s=heuristic_budget(len(jobs), deadline - time.monotonic()))
     out = Outcome(best, best.makespan)
     _log(progress, f"heuristic plan {best.makespan:.0f}s (lower bound {lower_bound:.0f}s)")
     if best.makespan <= lower_bound * (1 + 1e-9):

@@ -8,6 +8,7 @@ own profile folder and stopped by PID.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -59,7 +60,9 @@ class Browser:
                 targets = [t for t in json.load(r) if t.get("type") == "page"]
             if not targets:
                 time.sleep(0.1)
-        self.ws = connect(targets[0]["webSocketDebuggerUrl"], max_size=64 * 2**20, open_timeout=timeout_s)
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(
+            connect(targets[0]["webSocketDebuggerUrl"], max_size=64 * 2**20, open_timeout=timeout_s))
         self._ids = itertools.count(1)
         self.send("Page.enable")
         self.send("Runtime.enable")
@@ -124,8 +127,8 @@ class Browser:
 
     def close(self) -> None:
         try:
-            if getattr(self, "ws", None) is not None:
-                self.ws.close()
+            if getattr(self, "_stack", None) is not None:
+                self._stack.close()
         finally:
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: chromium and its helpers only

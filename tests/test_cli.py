@@ -1,0 +1,113 @@
+"""The `saturn` command: happy paths, and the bad-input corpus (exit 2, one line naming the problem, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from saturn_airflow import cli
+from saturn_airflow.plan import parse_plan
+from saturn_airflow.profile_table import load_profile_table
+
+BAD = Path(__file__).parent / "data" / "bad_inputs"
+CASES = json.loads((BAD / "cases.json").read_text())
+
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c['args'][0]}-{c['file']}-{i}" for i, c in enumerate(CASES)])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out_file = tmp_path / "out.json"
+    argv = [a.replace("{file}", str(BAD / case["file"])).replace("{out}", str(out_file)).replace("{tmp}", str(tmp_path))
+            for a in case["args"]]
+    code, out, err = run(argv, capsys)
+    assert code == 2, (argv, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("saturn: error: ")
+    assert case["expect"].lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in err and out == ""
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 30
+    assert len({c["file"] for c in CASES}) >= 30
+
+
+def test_plan_example_writes_valid_plan(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    code, stdout, _ = run(["plan", "--time-limit", "1", "-o", str(out)], capsys)
+    assert code == 0
+    assert "gpu0" in stdout and "lower bound" in stdout
+    plan = parse_plan(out.read_text())
+    from saturn_airflow.plan import check_plan
+    from importlib import resources
+
+    table = load_profile_table(resources.files("saturn_airflow.examples").joinpath(cli.EXAMPLE))
+    check_plan(plan, table)
+
+
+@pytest.mark.parametrize("baseline", ["current-practice", "random"])
+def test_plan_baseline_then_show_and_simulate(baseline, tmp_path, capsys):
+    table = tmp_path / "t.json"
+    table.write_text((BAD / "ok_table.json").read_text())
+    out = tmp_path / "p.json"
+    assert run(["plan", str(table), "--baseline", baseline, "-o", str(out)], capsys)[0] == 0
+    code, stdout, _ = run(["show", str(out), "--table", str(table)], capsys)
+    assert code == 0 and "makespan" in stdout
+    code, stdout, _ = run(["simulate", str(out), "--noise", "0.2", "--seed", "3"], capsys)
+    assert code == 0 and "simulated makespan" in stdout
+
+
+def test_profile_without_profiler_is_one_line(tmp_path, capsys, monkeypatch):
+    wl = tmp_path / "w.yaml"
+    wl.write_text("name: s\ncluster: {nodes: [{name: n0, gpus: 2}]}\njobs:\n  - {name: a, model: m.x:f, data: m.x:g, batch_size: 4, steps: 5}\n")
+    monkeypatch.setitem(sys.modules, "saturn_airflow.profiler", None)  # as if not installed
+    code, out, err = run(["profile", str(wl), "-o", str(tmp_path / "t.json")], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "profiler" in err
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_show_html_without_renderer_is_one_line(tmp_path, capsys, monkeypatch):
+    table = tmp_path / "t.json"
+    table.write_text((BAD / "ok_table.json").read_text())
+    out = tmp_path / "p.json"
+    assert run(["plan", str(table), "--baseline", "max-heuristic", "-o", str(out)], capsys)[0] == 0
+    monkeypatch.setitem(sys.modules, "saturn_airflow.gantt_html", None)
+    code, _, err = run(["show", str(out), "--html", str(tmp_path / "x.html")], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_show_html_calls_renderer(tmp_path, capsys, monkeypatch):
+    import types
+
+    table = tmp_path / "t.json"
+    table.write_text((BAD / "ok_table.json").read_text())
+    out = tmp_path / "p.json"
+    assert run(["plan", str(table), "--baseline", "max-heuristic", "-o", str(out)], capsys)[0] == 0
+    fake = types.ModuleType("saturn_airflow.gantt_html")
+    fake.render_html = lambda plans, progress, baseline_makespan_s: f"<html>{plans[0].plan_id}</html>"
+    monkeypatch.setitem(sys.modules, "saturn_airflow.gantt_html", fake)
+    assert run(["show", str(out), "--html", str(tmp_path / "x.html")], capsys)[0] == 0
+    assert "<html>" in (tmp_path / "x.html").read_text()
+
+
+def test_console_process_bad_input_has_no_traceback(tmp_path):
+    """The real process, not just main(): exit status 2 and a single stderr line."""
+    proc = subprocess.run([sys.executable, "-m", "saturn_airflow.cli", "plan", str(BAD / "malformed.json")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "malformed JSON" in proc.stderr
