@@ -38,6 +38,17 @@ class SaturnTrainOperator(BaseOperator):
     def execute(self, context):
         store = Store(self.store_url or settings.store_url())
         plan = PlanStore(store).get(self.plan_id)
+        try:
+            return self._execute(store, plan, context)
+        except AirflowSkipException:
+            raise
+        except BaseException as e:
+            ti = context["ti"]
+            if getattr(ti, "try_number", 1) >= (self.retries or 0) + 1:  # the last attempt
+                orchestrate.mark_failed(store, plan, self.job, f"{type(e).__name__}: {e}")
+            raise
+
+    def _execute(self, store: Store, plan, context):
         a = plan.assignment(self.job)
         verdict, why = orchestrate.start_decision(store, plan, self.job)
         self.log.info("%s: %s", verdict, why)

@@ -126,11 +126,21 @@ def index(dag_id: Optional[str] = None, plan_id: Optional[str] = None) -> HTMLRe
     ps = PlanStore(store())
     if plan_id or (dag_id and plan_for_dag(dag_id, ps.ids())):
         return plan_page(plan_id=plan_id, dag_id=dag_id, latest=True)
-    plans = list(ps.plans())
-    entries = [{"workload": p.workload, "plan_id": p.plan_id, "versions": len(ps.lineage(p.plan_id)),
-                "makespan_s": p.makespan_s, "created_at": p.created_at, "href": f"plan?plan_id={p.plan_id}"}
-               for p in _latest_per_workload(plans, ps)]
-    return HTMLResponse(gantt_html.render_index(entries))
+    st = ps.store
+    entries, newest = [], None
+    for p in _latest_per_workload(list(ps.plans()), ps):
+        lineage = ps.lineage(p.plan_id)
+        progress = ProgressStore(st).all(p.workload)
+        sw = gantt_html.chart_data(lineage, progress)["sweep"]
+        entries.append({"workload": p.workload, "plan_id": p.plan_id, "versions": len(lineage),
+                        "makespan_s": lineage[0].makespan_s, "created_at": lineage[0].created_at,
+                        "jobs": sw["jobs"], "jobs_done": sw["jobs_done"], "href": f"plan?plan_id={p.plan_id}"})
+        if newest is None:  # the most recent lineage's chart under the list
+            cluster, baseline = _context(lineage)
+            newest = gantt_html.page_body(gantt_html.render_html(
+                lineage, progress, baseline, cluster=cluster,
+                dag_urls={q.plan_id: f"/dags/{plan_dag_id(q.plan_id)}" for q in lineage}))
+    return HTMLResponse(gantt_html.render_index(entries, newest))
 
 
 @app.get("/plan", response_class=HTMLResponse)

@@ -484,15 +484,31 @@ def render_html(plans: list[Plan], progress: Optional[dict[str, dict]] = None,
     return head + "".join(body) + "</body></html>"
 
 
-def render_index(entries: Iterable[dict]) -> str:
-    """The plugin's landing page: one row per plan lineage (entries: workload, plan_id, versions,
-    makespan_s, href)."""
+def index_table(entries: Iterable[dict]) -> str:
+    """One row per plan lineage (entries: workload, plan_id, versions, makespan_s, href, and
+    optionally created_at, jobs, jobs_done)."""
     rows = "".join(
-        f'<tr><td>{_e(e["workload"])}</td><td><a href="{_e(e["href"])}"><code>{_e(e["plan_id"])}</code></a></td>'
-        f'<td>{e["versions"]}</td><td>{_e(fmt_s(e["makespan_s"]))}</td><td>{_e(e.get("created_at", ""))}</td></tr>'
+        f'<tr data-plan="{_e(e["plan_id"])}"><td>{_e(e["workload"])}</td>'
+        f'<td><a href="{_e(e["href"])}"><code>{_e(e["plan_id"])}</code></a></td>'
+        f'<td>{e["versions"]}</td><td>{_e(fmt_s(e["makespan_s"]))}</td>'
+        f'<td>{_e(str(e.get("jobs_done", "-")) + "/" + str(e.get("jobs", "-")))}</td>'
+        f'<td>{_e(e.get("created_at", ""))}</td></tr>'
         for e in entries)
-    table = ('<table class="jobs"><thead><tr><th>workload</th><th>latest plan</th><th>versions</th>'
-             f'<th>planned makespan</th><th>created</th></tr></thead><tbody>{rows}</tbody></table>'
-             if rows else '<p class="empty">No plans yet. Trigger the <code>saturn_plan</code> DAG.</p>')
+    if not rows:
+        return '<p class="empty">No plans yet. Trigger the <code>saturn_plan</code> DAG with a workload.</p>'
+    return ('<table class="jobs index"><thead><tr><th>workload</th><th>latest plan</th><th>versions</th>'
+            f'<th>planned makespan</th><th>jobs done</th><th>created</th></tr></thead><tbody>{rows}</tbody></table>')
+
+
+def render_index(entries: Iterable[dict], newest: Optional[str] = None) -> str:
+    """The plugin's landing page: the lineages, then (`newest`, a render_html body) the latest chart."""
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Saturn plans</title>'
-            f'<style>{CSS}</style></head><body><h1>Saturn plans</h1>{table}</body></html>')
+            f'<style>{CSS}</style></head><body><h1>Saturn plans</h1>{index_table(entries)}'
+            f'{newest or ""}</body></html>')
+
+
+def page_body(page: str) -> str:
+    """The inside of <body> of a page from render_html (to embed it in another page)."""
+    start = page.find("<body>")
+    end = page.rfind("</body>")
+    return page[start + len("<body>"):end] if start >= 0 and end > start else page

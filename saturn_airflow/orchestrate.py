@@ -230,6 +230,18 @@ def preempt_check(store: Store, plan: Plan, job: str) -> Optional[str]:
     return child_id
 
 
+def mark_failed(store: Store, plan: Plan, job: str, message: str) -> None:
+    """A training task's last attempt failed before or around the runner (e.g. a lease timeout): record
+    it, so the drift watch counts the job as finished instead of waiting for it forever."""
+    prog = ProgressStore(store)
+    rec = prog.get(plan.workload, job) or {}
+    if rec.get("state") in ("running", "done"):
+        return
+    now = time.time()
+    prog.put(plan.workload, job, {**rec, "plan_id": plan.plan_id, "state": "failed", "updated_at": now,
+                                  "finished_at": now, "error": message[:500]})
+
+
 # --------------------------------------------------------------------------- drift watch
 def drift_settings(plan: Plan) -> dict[str, float]:
     """Thresholds of a plan: what it was published with (planning params), else the [saturn] settings."""

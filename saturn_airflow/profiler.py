@@ -427,3 +427,38 @@ def dominance_filter(configs: list[Config]) -> list[Config]:
         if not dominated:
             keep.append(c)
     return sorted(keep, key=lambda c: (c.gpus, c.runtime_s))
+
+
+def main(argv=None) -> int:
+    """`python -m saturn_airflow.profiler WORKLOAD.yaml [-o table.json]` (what `saturn profile` runs)."""
+    import argparse
+    import sys
+
+    from .workload import load_workload
+
+    ap = argparse.ArgumentParser(prog="saturn profile", description="profile a workload on this machine's devices")
+    ap.add_argument("workload")
+    ap.add_argument("-o", "--output", default=None)
+    ap.add_argument("--store", default=None, help="store URL (profile cache); default $SATURN_HOME")
+    ap.add_argument("--devices", default=None, help="device ids, e.g. 0,1 (default: all)")
+    ap.add_argument("--jobs", nargs="*", default=None)
+    ap.add_argument("--no-cache", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        wl = load_workload(args.workload)
+        devs = [int(x) for x in args.devices.split(",")] if args.devices else None
+        table = profile_workload(wl, store=Store(args.store) if args.store else None, devices=devs, jobs=args.jobs,
+                                 use_cache=not args.no_cache, progress=lambda s: print(s, file=sys.stderr, flush=True))
+    except (SaturnInputError, KeyError) as e:
+        print(f"saturn profile: {e}", file=sys.stderr)
+        return 2
+    text = table.to_json()
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -68,6 +68,8 @@ def observe(plan: Plan, table: ProfileTable, records: dict[str, Optional[dict]],
     `rates`: recent rates (steps/s) measured by the drift watch, preferred over the records' averages."""
     rates = rates or {}
     out: dict[str, Observed] = {}
+    seen: list[float] = []
+    unobserved: list[str] = []
     for a in plan.assignments:
         rec = records.get(a.job) or {}
         state = job_state(plan, a.job, rec)
@@ -77,10 +79,21 @@ def observe(plan: Plan, table: ProfileTable, records: dict[str, Optional[dict]],
         rate = float(rate) if rate else None
         slowdown = 1.0
         cfg = _config_of(table, plan, a.job)
-        if rate and cfg is not None and total and state == "running":
-            slowdown = (1.0 / rate) / _step_s(cfg, total)
-            slowdown = min(max(slowdown, SLOWDOWN_CLAMP[0]), SLOWDOWN_CLAMP[1])
-        out[a.job] = Observed(a.job, state, step, total, slowdown, rate)
+        own = None
+        if rate and cfg is not None and total:
+            own = min(max((1.0 / rate) / _step_s(cfg, total), SLOWDOWN_CLAMP[0]), SLOWDOWN_CLAMP[1])
+            seen.append(own)
+        if own is not None and state in ("running", "pending"):  # pending: preempted earlier, rate known
+            slowdown = own
+        out[a.job] = Observed(a.job, state, step, total, slowdown, rate if state == "running" else None)
+        if state == "pending" and own is None:
+            unobserved.append(a.job)
+    # The machine as a whole may run slower than profiled (shared cores, thermal limits, noisy
+    # neighbours): jobs never observed get the smallest slowdown seen on this plan (never below 1), once
+    # at least two jobs were observed, so a single straggler does not inflate everyone's estimate.
+    machine = max(1.0, min(seen)) if len(seen) >= 2 else 1.0
+    for j in unobserved:
+        out[j].slowdown = machine
     return out
 
 
@@ -214,5 +227,22 @@ def replan_from_store(plan_store: PlanStore, progress: ProgressStore, table: Pro
         return ReplanResult(None, "none", {}, {}, f"plan {plan_id} is already superseded by {plan_store.superseded_by(plan_id)}")
     if not claim_replan(plan_store, plan_id, owner):
         return ReplanResult(None, "none", {}, {}, f"another re-plan of {plan_id} holds the claim; leaving it to that one")
-    records = progress.all(plan.workload)
+    records = with_leased_jobs(plan_store.store, plan, progress.all(plan.workload))
     return replan_plan(table, plan, records, steps, **kw)
+
+
+def with_leased_jobs(store, plan: Plan, records: dict[str, Optional[dict]]) -> dict[str, Optional[dict]]:
+    """Count a job as running when a live task holds its job lease but its runner has not reported yet
+    (process start-up takes seconds): re-planning must keep or preempt it, not plan it a second time."""
+    from . import leases
+
+    out = dict(records)
+    for a in plan.assignments:
+        rec = out.get(a.job) or {}
+        if rec.get("state") in ("running", "done"):
+            continue
+        holder = leases.holder(store, leases.job_key(plan.workload, a.job))
+        if holder and not leases.is_stale(holder) and holder.get("plan_id") == plan.plan_id:
+            out[a.job] = {**rec, "state": "running", "plan_id": plan.plan_id, "step": int(rec.get("step") or 0),
+                          "rate_steps_per_s": None, "started_at": holder.get("at"), "leased_only": True}
+    return out

@@ -88,6 +88,37 @@ def ensure_pools(api: Api, workload_path: str) -> list[str]:
     return names
 
 
+class Reporter:
+    """Print what changed since the last poll: task states of a run, then the jobs' progress."""
+
+    def __init__(self):
+        self.last: dict[str, str] = {}
+        self.at = 0.0
+
+    def say(self, key: str, line: str, every_s: float = 0.0) -> None:
+        if self.last.get(key) != line and time.time() - self.at >= every_s:
+            self.last[key] = line
+            self.at = time.time()
+            print(f"  {line}", flush=True)
+
+    def tasks(self, api: Api, dag_id: str, run_id: str) -> None:
+        tis = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+        parts = [f"{t['task_id']}{'' if t.get('map_index', -1) < 0 else '[' + str(t['map_index']) + ']'}="
+                 f"{t['state'] or 'none'}" for t in sorted(tis, key=lambda t: (t.get('start_date') or '~', t['task_id']))]
+        self.say(dag_id + run_id, f"{dag_id}: " + " ".join(parts))
+
+    def jobs(self, progress: dict[str, dict]) -> None:
+        from saturn_airflow.gantt_html import fmt_s
+
+        for job, r in sorted(progress.items()):
+            if not r:
+                continue
+            rate, step, total = r.get("rate_steps_per_s"), r.get("step"), r.get("total")
+            eta = f", ETA {fmt_s((total - step) / rate)}" if r.get("state") == "running" and rate and total else ""
+            rate_s = f", {rate:.2f} steps/s" if rate else ""
+            self.say("job " + job, f"{job}: {r.get('state')} {step}/{total} steps{rate_s}{eta}")
+
+
 def dag_run(api: Api, dag_id: str, run_id: str) -> dict:
     return api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
@@ -144,16 +175,26 @@ def main(argv=None) -> int:
     known = set(ps.ids())
     run = api.call("POST", f"/api/v2/dags/{PLANNING_DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
     print(f"Triggered {PLANNING_DAG_ID} run {run['dag_run_id']} for {a.workload} (profile, then solve)", flush=True)
-    state = wait("the planning run", lambda: (s := dag_run(api, PLANNING_DAG_ID, run["dag_run_id"])["state"])
-                 in TERMINAL and s, a.timeout, 3)
+    rep = Reporter()
+
+    def planned():
+        rep.tasks(api, PLANNING_DAG_ID, run["dag_run_id"])
+        s = dag_run(api, PLANNING_DAG_ID, run["dag_run_id"])["state"]
+        return s in TERMINAL and s
+
+    state = wait("the planning run", planned, a.timeout, 3)
     if state != "success":
         print(f"The planning run ended {state}; see its task logs in the UI.", file=sys.stderr)
         return 1
     root = wait("the published plan", lambda: sorted(set(ps.ids()) - known)[:1], 60)[0]
     print(f"Plan {root} published; its DAG {dag_id(root)} runs the jobs.", flush=True)
 
+    progress_store = ProgressStore(Store(settings.store_url()))
+
     def finished():
         pid = newest(ps, root)
+        rep.jobs({j: r for j, r in progress_store.all(ps.get(pid).workload).items()
+                  if r and r.get("plan_id") in {p.plan_id for p in ps.lineage(pid)}})
         r = latest_run(api, dag_id(pid))
         if not r or r["state"] not in TERMINAL or active_planning_runs(api):
             return None

@@ -46,6 +46,7 @@ if [ ! -s "$DEMO/passwords.json" ]; then  # a fresh random password, kept across
   "$PY" -c "import json,secrets; print(json.dumps({'admin': secrets.token_urlsafe(9)}))" > "$DEMO/passwords.json"
 fi
 if [ ! -s "$DEMO/secret" ]; then "$PY" -c "import secrets; print(secrets.token_hex(32))" > "$DEMO/secret"; fi
+PW=$("$PY" -c "import json; print(json.load(open('$DEMO/passwords.json'))['admin'])")
 DEVICES=$("$PY" -c "from saturn_airflow.cluster import local_cluster; print(local_cluster().total_gpus)")
 PARALLELISM=$(( DEVICES + 4 ))
 
@@ -74,6 +75,8 @@ export AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL=5
 export PYTHONUNBUFFERED=1
 export AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT=3600
 export AIRFLOW__SATURN__STORE_URL="$DEMO/store"
+# the planning DAG creates or resizes the device pools through the REST API as this user
+export AIRFLOW_CONN_SATURN_API='{"conn_type": "http", "host": "$HOST", "port": $PORT, "login": "admin", "password": "$PW"}'
 unset SATURN_HOME
 ENV
 # shellcheck disable=SC1091
@@ -100,7 +103,6 @@ rc=$?
 set -e
 
 PLAN_DAG=$("$PY" -c "import json; print(json.load(open('$DEMO/result.json'))['dag_id'])" 2>/dev/null || true)
-PW=$("$PY" -c "import json; print(json.load(open('$DEMO/passwords.json'))['admin'])")
 echo
 echo "== 4/4 the Airflow UI stays up"
 echo "  URL:    http://$HOST:$PORT/   login: admin / $PW"

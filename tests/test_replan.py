@@ -112,3 +112,39 @@ def test_nothing_remains():
     recs = {j: rec(p, j, "done", 100, 100) for j in ("a", "b")}
     res = replan.replan_plan(t, p, recs, {"a": 100, "b": 100})
     assert res.plan is None and "every job has finished" in res.message
+
+
+def test_unobserved_jobs_get_the_machine_wide_slowdown_not_the_stragglers():
+    t = table_four()
+    p = plan_table(t, solver="highs", time_limit=5, workload="w")
+    first = sorted(p.assignments, key=lambda a: (a.start_s, a.job))
+    a0, a1 = first[0], first[1]
+
+    def step_s(job):
+        return replan._step_s(replan._config_of(t, p, job), 100)
+
+    # a0 runs 10x slower than profiled (straggler), a1 1.5x (the machine is busier than when profiled)
+    recs = {a0.job: rec(p, a0.job, "running", 10, 100, rate=1 / (10 * step_s(a0.job))),
+            a1.job: rec(p, a1.job, "running", 10, 100, rate=1 / (1.5 * step_s(a1.job)))}
+    ob = replan.observe(p, t, recs, {j.name: 100 for j in t.jobs})
+    assert abs(ob[a0.job].slowdown - 10) < 1e-6 and abs(ob[a1.job].slowdown - 1.5) < 1e-6
+    pending = [j for j, o in ob.items() if o.state == "pending"]
+    assert pending and all(abs(ob[j].slowdown - 1.5) < 1e-6 for j in pending)
+    # one observation alone says nothing about the machine
+    ob = replan.observe(p, t, {a0.job: recs[a0.job]}, {j.name: 100 for j in t.jobs})
+    assert all(o.slowdown == 1.0 for o in ob.values() if o.state == "pending")
+
+
+def test_a_job_whose_task_holds_its_lease_counts_as_running(tmp_path):
+    from saturn_airflow import leases
+
+    store = Store(str(tmp_path))
+    t = table_four()
+    p = plan_table(t, solver="highs", time_limit=5, workload="w")
+    job = sorted(p.assignments, key=lambda a: a.start_s)[0].job
+    with leases.acquire(store, [leases.job_key("w", job)], {"job": job, "plan_id": p.plan_id}):
+        recs = replan.with_leased_jobs(store, p, {})
+        assert recs[job]["state"] == "running" and recs[job]["leased_only"]
+        res = replan.replan_plan(t, p, recs, {j.name: 100 for j in t.jobs}, solver="highs", time_limit=3)
+        assert job in res.plan.model_extra["kept"] + res.plan.model_extra["preempted"]
+    assert replan.with_leased_jobs(store, p, {}) == {}

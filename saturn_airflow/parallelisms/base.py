@@ -323,8 +323,9 @@ class Parallelism:
     def measure(self, job, devices: Devices, knobs: dict, *, warmup: int, measure: int, measure_s: float = 3.0,
                 max_steps: int = 400, roundtrip_dir: Optional[str] = None) -> SearchResult:
         """Build, run warm-up steps, time at least `measure` steps and `measure_s` seconds with the
-        runner's own per-step overhead (the stop agreement), then time a checkpoint save and load. Per-step time is the max over
-        ranks (the slowest rank sets the pace); reported as the median, with CPU time alongside.
+        runner's own per-step overhead (the stop agreement), then time a checkpoint save and load.
+        Per-step time is the max over ranks (the slowest rank sets the pace), reported as the median
+        (robust to a co-tenant's bursts), with process CPU time alongside.
         """
         meter = MemoryMeter(devices)
         meter.reset()

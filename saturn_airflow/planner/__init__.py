@@ -65,7 +65,8 @@ def plan_table(table: ProfileTable, *, solver: str = DEFAULT_SOLVER, time_limit:
         sol = outcome.solution
         placements = list_schedule(inst, sol.order, sol.choice)
         info = {"name": solver, "status": "feasible" if outcome.used_milp else "heuristic"}
-        extra = {"heuristic_makespan_s": outcome.heuristic_makespan, "milp_runs": outcome.milp_runs}
+        extra = {"heuristic_makespan_s": outcome.heuristic_makespan, "milp_runs": outcome.milp_runs,
+                 "source": sol.source}
     assignments = _assignments(inst, placements)
     span = max((a.end_s for a in assignments), default=0.0)
     gap = 0.0 if span <= 0 else max(0.0, (span - lb) / span)

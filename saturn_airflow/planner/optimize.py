@@ -5,6 +5,7 @@ worse than the warm start.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -98,34 +99,59 @@ def optimize(inst: Instance, lower_bound: float, *, solver: str = "highs", time_
     polish = min(0.05 * time_limit, 0.3 + 0.005 * len(jobs))
     milp_budget = deadline - time.monotonic() - polish
     if milp_budget >= MIN_SOLVE_S:
-        out.used_milp = True
         if should_decompose(inst):
-            best = _per_node(inst, best, solver, milp_budget, progress, out.milp_runs, lower_bound)
+            best = _per_node(inst, best, solver, milp_budget, progress, out.milp_runs, lower_bound, seed)
         else:
             best = _milp_step(inst, best, jobs, None, solver, milp_budget, progress, out.milp_runs)
     left = deadline - time.monotonic()
     if left > 0.05 and best.makespan > lower_bound * (1 + 1e-9):
         best = min(best, local_search(inst, best, random.Random(seed + 1), time.monotonic() + left), key=lambda s: s.score)
     out.solution = best
+    out.used_milp = any("termination" in r for r in out.milp_runs)
     return out
 
 
-def _per_node(inst: Instance, best: Solution, solver: str, budget: float, progress, runs, lower_bound: float) -> Solution:
-    """Decomposition: the heuristic assigns jobs to nodes; each node's jobs get their own model, the
-    node that ends last first, as long as time is left and a node still ends last."""
+def _node_view(inst: Instance, node: int) -> Instance:
+    """The instance with every job's options restricted to one node (jobs there cannot leave it)."""
+    return dataclasses.replace(inst, options=[[o for o in opts if o.node == node] for opts in inst.options])
+
+
+def _per_node(inst: Instance, best: Solution, solver: str, budget: float, progress, runs, lower_bound: float,
+              seed: int = 0) -> Solution:
+    """Decomposition: the heuristic assigns jobs to nodes; then the node that ends last gets its own
+    annealing (32 jobs evaluate ~16x faster than 500) and its own MILP, and so on while time is left."""
     end_at = time.monotonic() + budget
+    rng = random.Random(seed + 2)
     done: set[int] = set()
     while True:
         left = end_at - time.monotonic()
         spans = _node_makespans(inst, best)
         todo = [n for n in sorted(spans, key=lambda n: -spans[n]) if n not in done and spans[n] > lower_bound * (1 + 1e-9)]
-        if not todo or left < MIN_SOLVE_S:
+        if not todo or left < 0.1:
             return best
         n = todo[0]
         done.add(n)
         jobs = [j for j in best.order if best.choice[j].node == n]
         if not jobs:
             continue
-        share = left if len(todo) == 1 else max(MIN_SOLVE_S, left * 0.5)
-        _log(progress, f"per-node model for {inst.node_names[n]}: {len(jobs)} jobs")
-        best = _milp_step(inst, best, jobs, {n}, solver, share, progress, runs)
+        share = left if len(todo) == 1 else max(0.2, left / min(len(todo), 4))
+        _log(progress, f"node {inst.node_names[n]}: {len(jobs)} jobs, ends at {spans[n]:.0f}s; improving for {share:.1f}s")
+        view = _node_view(inst, n)
+        sub = Solution(jobs, {j: best.choice[j] for j in jobs}, (spans[n], 0.0))
+        sub = local_search(view, sub, rng, time.monotonic() + share / 2)
+        merged = _merge(inst, best, n, sub)
+        if merged.score < best.score:
+            best = merged
+        if share / 2 >= MIN_SOLVE_S:
+            best = _milp_step(inst, best, [j for j in best.order if best.choice[j].node == n], {n}, solver,
+                              share / 2, progress, runs)
+
+
+def _merge(inst: Instance, best: Solution, node: int, sub: Solution) -> Solution:
+    """`best` with the jobs of `node` in `sub`'s order and options (other nodes untouched)."""
+    from .heuristics import scored
+
+    it = iter(sub.order)
+    order = [next(it) if best.choice[j].node == node else j for j in best.order]
+    choice = {**best.choice, **sub.choice}
+    return scored(inst, order, choice, "per-node")

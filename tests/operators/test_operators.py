@@ -230,3 +230,23 @@ def test_replan_trigger_skips_without_drift_and_triggers_with_it(store):
         op.execute(ctx({"drift_watch": event}))
     assert type(e.value).__name__ == "DagRunTriggerException"
     assert op.conf["replan_of"] == "w-v1" and op.conf["reason"] == "late"
+
+
+def test_last_failed_attempt_is_recorded_so_the_watch_can_end(store, fake_runner):
+    p = publish(store)
+    job = p.assignments[0].job
+    held = leases.acquire(store, [leases.device_key("local", g) for g in p.assignments[0].gpu_ids], {"job": "other"})
+    op = train(p, job, retries=0)
+    import os
+
+    os.environ["AIRFLOW__SATURN__LEASE_TIMEOUT_S"] = "0.5"
+    try:
+        with pytest.raises(leases.LeaseTimeout):
+            op.execute(ctx())
+    finally:
+        del os.environ["AIRFLOW__SATURN__LEASE_TIMEOUT_S"]
+        held.release()
+    rec = ProgressStore(store).get("w", job)
+    assert rec["state"] == "failed" and "LeaseTimeout" in rec["error"]
+    ev = orchestrate.drift_step(store.url, p.plan_id, time.time())
+    assert ev is None or ev["kind"] != "drift"

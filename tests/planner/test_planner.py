@@ -93,7 +93,7 @@ def test_pinned_jobs_keep_node_ids_and_start():
         {"name": "b", "configs": [cfg("ddp", 1, 80.0), cfg("ddp", 4, 25.0)]},
     ])
     pinned = {"running": PinnedJob(node="n0", gpu_ids=[1, 3])}
-    for plan in (plan_table(t, time_limit=TL, pinned=pinned), plan_table(t, baseline="current-practice", pinned=pinned)):
+    for plan in (plan_table(t, time_limit=3.0, pinned=pinned), plan_table(t, baseline="current-practice", pinned=pinned)):
         check_plan(plan, t)
         r = plan.assignment("running")
         assert (r.node, r.gpu_ids, r.start_s, r.end_s) == ("n0", [1, 3], 0.0, 50.0)
@@ -138,3 +138,14 @@ def test_progress_callback_is_called():
     seen = []
     plan_table(synthetic(5, 8, seed=2), time_limit=TL, progress=seen.append)
     assert seen and all(isinstance(s, str) for s in seen)
+
+
+def test_decomposed_instance_is_valid_and_respects_pins():
+    t = synthetic(100, [8] * 8, seed=7)
+    first = t.jobs[0]
+    cfg0 = first.configs[0]
+    pinned = {first.name: PinnedJob(node="node3", gpu_ids=list(range(cfg0.gpus)))}
+    plan = plan_table(t, time_limit=4.0, pinned=pinned)
+    check_plan(plan, t)
+    a = plan.assignment(first.name)
+    assert (a.node, a.gpu_ids, a.start_s) == ("node3", list(range(cfg0.gpus)), 0.0)

@@ -33,6 +33,8 @@ def test_plan_for_dag():
 def test_index_lists_latest_lineage_and_dag_tab_shows_chart(client):
     index = client.get("/").text
     assert "demo-v2" in index and "plan?plan_id=demo-v2" in index
+    assert "<td>3/6</td>" in index  # jobs done over the whole sweep (a, e, c)
+    assert index.count('class="bar planned"') > 0 and index.count("<body>") == 1  # the newest chart below
     assert client.get("/?dag_id=saturn_plan").text == index  # the planning DAG's tab: the list
     tab = client.get("/?dag_id=saturn_run__demo-v1").text  # an old plan's DAG follows its re-plans
     assert tab.count('class="bar planned"') == 4 + 2 + 1 + 1 + 2 + 2 + 2 + 1 + 1 + 2
