@@ -88,6 +88,12 @@ def main() -> int:
         print(json.dumps(row), flush=True)
 
     train_s = sum(r["measured_s"] for r in rows)
+    # the box's own noise: jobs sharing a profile do identical work, so their spread is the noise floor
+    by_key: dict = {}
+    for jp, r in zip(table.jobs, rows):
+        key = min(jp.configs, key=lambda c: c.runtime_s).model_extra.get("profile_key")
+        by_key.setdefault(key, []).append(r["measured_s"])
+    noise = [(max(v) - min(v)) / statistics.median(v) for v in by_key.values() if len(v) > 1]
     out = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}", "load_avg_start": load0,
@@ -101,11 +107,13 @@ def main() -> int:
         "jobs": rows, "train_total_s": round(train_s, 1),
         "median_abs_err_wall": statistics.median(abs(r["err_wall"]) for r in rows),
         "median_abs_err_cpu": statistics.median(abs(r["err_cpu"]) for r in rows if r["err_cpu"] is not None),
+        "same_work_spread": [round(x, 3) for x in noise],
         "table": json.loads(table.to_json()),
     }
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"\nprofiling {cold_s:.1f}s = {100 * out['profile']['share_of_sweep']:.0f}% of profile+train; "
-          f"median |pred-meas|/pred: wall {100 * out['median_abs_err_wall']:.1f}%, loop CPU {100 * out['median_abs_err_cpu']:.1f}%")
+          f"median |pred-meas|/pred: wall {100 * out['median_abs_err_wall']:.1f}%, loop CPU {100 * out['median_abs_err_cpu']:.1f}%; "
+          f"spread of identical jobs' wall time (max-min)/median: {[f'{100 * x:.0f}%' for x in noise]}")
     print("| job | config | predicted s | measured s | err | loop pred/meas s | loop CPU pred/meas s | err CPU |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

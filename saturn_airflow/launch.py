@@ -52,14 +52,20 @@ class LaunchOutcome:
         firsts = [e for e in self.errors if not any(s in e.get("error", "").lower() for s in echo)]
         return (firsts or self.errors)[0]
 
+    @property
+    def sigkilled(self) -> bool:
+        """A rank (or torchrun) died by SIGKILL without a word: the kernel's OOM killer, most likely."""
+        return self.returncode in (-9, 137) or any("Signal 9 (SIGKILL)" in l or "exitcode  : -9" in l
+                                                   for l in self.output_tail)
+
     def message(self) -> str:
         rc = self.root_cause()
         if rc:
             return rc["error"].splitlines()[0][:500]
         if self.timed_out:
             return "timed out"
-        if self.returncode is not None and self.returncode < 0 or self.returncode in (137, -9):
-            return f"killed by signal {-self.returncode if self.returncode < 0 else 9} (likely out of memory)"
+        if self.sigkilled:
+            return "a rank was killed by SIGKILL (likely out of memory)"
         tail = [l for l in self.output_tail if l.strip()][-3:]
         return f"exit status {self.returncode}: " + " | ".join(tail)[-500:]
 

@@ -243,11 +243,14 @@ def mark_failed(store: Store, plan: Plan, job: str, message: str) -> None:
 
 
 # --------------------------------------------------------------------------- drift watch
-def drift_settings(plan: Plan) -> dict[str, float]:
-    """Thresholds of a plan: what it was published with (planning params), else the [saturn] settings."""
+def drift_settings(plan: Plan, depth: int = 0) -> dict[str, float]:
+    """Thresholds of a plan: what its lineage was published with (planning params), else the [saturn]
+    settings, doubled for every re-plan already made in the lineage (`depth`): a re-planned sweep
+    re-plans again only on growing evidence, never on the noise of a busy machine."""
     d = (plan.model_extra or {}).get("drift") or {}
-    return {"threshold": float(d.get("threshold") if d.get("threshold") is not None else settings.drift_threshold()),
-            "min_s": float(d.get("min_s") if d.get("min_s") is not None else settings.drift_min_s())}
+    factor = 2.0 ** max(0, depth)
+    return {"threshold": factor * float(d.get("threshold") if d.get("threshold") is not None else settings.drift_threshold()),
+            "min_s": factor * float(d.get("min_s") if d.get("min_s") is not None else settings.drift_min_s())}
 
 
 class RateWindow:
@@ -289,7 +292,8 @@ def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[f
     child = ps.superseded_by(plan_id)
     if child:
         return {"kind": "superseded", "plan_id": plan_id, "message": f"plan {plan_id} was superseded by {child}"}
-    th = drift_settings(plan)
+    depth = len(ps.lineage(plan_id)) - 1
+    th = drift_settings(plan, depth)
     records = prog.all(plan.workload)
     rates = window.update(records) if window is not None else {}
     report = assess(plan, records, time.time() if now is None else now, t0,
@@ -299,7 +303,6 @@ def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[f
         return {"kind": "done", "plan_id": plan_id, "message": report.summary() + ": " + report.reason,
                 "report": report.to_dict()}
     if report.should_replan:
-        depth = len(ps.lineage(plan_id)) - 1
         if depth >= max_replans:
             return None  # keep watching until done, without re-planning again
         return {"kind": "drift", "plan_id": plan_id, "message": report.summary() + ": " + report.reason,

@@ -147,7 +147,7 @@ def run_trial(workload_path: str, job: str, parallelism: str, device_ids: list[i
             return {"status": "infeasible", "reason": res.get("reason"), "attempts": attempts,
                     "trial_wall_s": time.time() - t0}
         root = out.root_cause() or {}
-        oom = bool(root.get("oom")) or out.returncode in (-9, 137)
+        oom = bool(root.get("oom")) or (out.sigkilled and not root)
         if out.timed_out:
             return {"status": "error", "reason": f"trial timed out after {timeout_s:.0f}s", "attempts": attempts,
                     "trial_wall_s": time.time() - t0}

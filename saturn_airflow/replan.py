@@ -109,6 +109,7 @@ def remaining_table(table: ProfileTable, plan: Plan, observed: dict[str, Observe
 
     jobs: list[JobProfile] = []
     pinned: dict[str, Any] = {}
+    machine = min([o.slowdown for o in observed.values() if o.state in ("running", "pending")] or [1.0])
     for a in plan.assignments:
         ob = observed[a.job]
         if ob.state in ("done", "failed"):
@@ -130,7 +131,9 @@ def remaining_table(table: ProfileTable, plan: Plan, observed: dict[str, Observe
         overhead = restart_overhead_s if ob.step > 0 or ob.state == "running" else 0.0
         configs = []
         for c in src.configs:
-            runtime = _startup_s(c) + (c.runtime_s - _startup_s(c)) * (left / total) * ob.slowdown + overhead
+            # start-up (launch, model build) slows down with the machine too, not with a job's own data
+            startup = _startup_s(c) * max(1.0, min(ob.slowdown, machine))
+            runtime = startup + (c.runtime_s - _startup_s(c)) * (left / total) * ob.slowdown + overhead
             configs.append(c.model_copy(update={"runtime_s": max(runtime, 1e-3)}))
         jobs.append(JobProfile(name=a.job, configs=configs))
     if not jobs:

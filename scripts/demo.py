@@ -18,6 +18,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 TERMINAL = {"success", "failed"}
+_last_print = [0.0]
+
+
+def say(line: str) -> None:
+    _last_print[0] = time.time()
+    print(line, flush=True)
 
 
 class Api:
@@ -59,8 +65,8 @@ def wait(what: str, fn, timeout_s: float, every_s: float = 2.0):
             return v
         if time.time() - t0 > timeout_s:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}" + (f" ({err})" if err else ""))
-        if time.time() - last > 30:
-            print(f"  ... still waiting for {what} ({time.time() - t0:.0f} s)", flush=True)
+        if time.time() - max(last, _last_print[0]) > 30:  # only when nothing else was said meanwhile
+            say(f"  ... still waiting for {what} ({time.time() - t0:.0f} s)")
             last = time.time()
         time.sleep(every_s)
 
@@ -92,14 +98,14 @@ class Reporter:
     """Print what changed since the last poll: task states of a run, then the jobs' progress."""
 
     def __init__(self):
-        self.last: dict[str, str] = {}
-        self.at = 0.0
+        self.last: dict[str, tuple[str, str, float]] = {}  # key -> (line, state, when)
 
-    def say(self, key: str, line: str, every_s: float = 0.0) -> None:
-        if self.last.get(key) != line and time.time() - self.at >= every_s:
-            self.last[key] = line
-            self.at = time.time()
-            print(f"  {line}", flush=True)
+    def say(self, key: str, line: str, state: str = "", every_s: float = 0.0) -> None:
+        """Print `line` when it changed, and for the same state at most every `every_s` seconds."""
+        old, old_state, at = self.last.get(key, ("", "", 0.0))
+        if line != old and (state != old_state or time.time() - at >= every_s):
+            self.last[key] = (line, state, time.time())
+            say(f"  {line}")
 
     def tasks(self, api: Api, dag_id: str, run_id: str) -> None:
         tis = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
@@ -116,7 +122,8 @@ class Reporter:
             rate, step, total = r.get("rate_steps_per_s"), r.get("step"), r.get("total")
             eta = f", ETA {fmt_s((total - step) / rate)}" if r.get("state") == "running" and rate and total else ""
             rate_s = f", {rate:.2f} steps/s" if rate else ""
-            self.say("job " + job, f"{job}: {r.get('state')} {step}/{total} steps{rate_s}{eta}")
+            self.say("job " + job, f"{job}: {r.get('state')} {step}/{total} steps{rate_s}{eta}",
+                     state=str(r.get("state")), every_s=30)
 
 
 def dag_run(api: Api, dag_id: str, run_id: str) -> dict:
@@ -161,7 +168,7 @@ def main(argv=None) -> int:
     password = json.loads(Path(a.password_file).read_text())[a.user]
     api.login(a.user, password)
     wait("scheduler, triggerer and dag-processor to be healthy", lambda: healthy(api), 300)
-    print(f"Airflow is up ({time.time() - t0:.0f} s). Pools: {', '.join(ensure_pools(api, a.workload))}", flush=True)
+    say(f"Airflow is up ({time.time() - t0:.0f} s). Pools: {', '.join(ensure_pools(api, a.workload))}", flush=True)
 
     wait(f"DAG {PLANNING_DAG_ID} to be parsed",
          lambda: api.call("GET", f"/api/v2/dags/{PLANNING_DAG_ID}", ok=(404,)), 300)
@@ -174,7 +181,7 @@ def main(argv=None) -> int:
     ps = PlanStore(Store(settings.store_url()))
     known = set(ps.ids())
     run = api.call("POST", f"/api/v2/dags/{PLANNING_DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
-    print(f"Triggered {PLANNING_DAG_ID} run {run['dag_run_id']} for {a.workload} (profile, then solve)", flush=True)
+    say(f"Triggered {PLANNING_DAG_ID} run {run['dag_run_id']} for {a.workload} (profile, then solve)", flush=True)
     rep = Reporter()
 
     def planned():
@@ -187,7 +194,7 @@ def main(argv=None) -> int:
         print(f"The planning run ended {state}; see its task logs in the UI.", file=sys.stderr)
         return 1
     root = wait("the published plan", lambda: sorted(set(ps.ids()) - known)[:1], 60)[0]
-    print(f"Plan {root} published; its DAG {dag_id(root)} runs the jobs.", flush=True)
+    say(f"Plan {root} published; its DAG {dag_id(root)} runs the jobs.", flush=True)
 
     progress_store = ProgressStore(Store(settings.store_url()))
 

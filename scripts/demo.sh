@@ -27,8 +27,9 @@ if running; then
   exit 1
 fi
 
-echo "== 1/4 install (./scripts/setup.sh)"
-./scripts/setup.sh
+mkdir -p "$DEMO/logs"
+echo "== 1/4 install (./scripts/setup.sh; minutes on the first run, log in $DEMO/logs/setup.log)"
+./scripts/setup.sh > "$DEMO/logs/setup.log" 2>&1 || { tail -30 "$DEMO/logs/setup.log" >&2; exit 1; }
 export PATH="$ROOT/.venv/bin:$PATH"
 PY="$ROOT/.venv/bin/python"
 

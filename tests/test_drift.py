@@ -85,3 +85,16 @@ def test_rate_window_follows_a_slowdown():
         rates = w.update({"a": {"state": "running", "step": step, "updated_at": T0 + t, "rate_steps_per_s": step / (t + 5)}})
     assert abs(rates["a"] - 0.2) < 0.05
     assert w.update({"a": {"state": "done"}}) == {} and "a" not in w.samples
+
+
+def test_thresholds_double_with_each_replan_in_the_lineage():
+    from saturn_airflow.orchestrate import drift_settings
+
+    p = plan2()
+    data = p.model_dump(mode="json")
+    data["drift"] = {"threshold": 0.1, "min_s": 20}
+    from saturn_airflow.plan import Plan
+
+    q = Plan.model_validate(data)
+    assert drift_settings(q) == {"threshold": 0.1, "min_s": 20.0}
+    assert drift_settings(q, depth=2) == {"threshold": 0.4, "min_s": 80.0}

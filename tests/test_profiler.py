@@ -17,6 +17,9 @@ JOB = {"name": "lm", "model": "saturn_airflow.examples.models:gpt",
        "batch_size": 8, "steps": 50, "optimizer": {"name": "adamw", "lr": 1e-3}}
 
 
+FAST = {"warmup": 1, "measure": 3, "measure_s": 0.2}  # tests check behaviour, not precision
+
+
 def wl(**kw):
     return parse_workload({"name": "prof-test", "jobs": [JOB], **kw})
 
@@ -60,7 +63,7 @@ def test_profiles_sweep_once_per_speed_group_then_from_cache(tmp_path):
     w = parse_workload({"name": "prof-test", "parallelisms": ["single", "ddp", "spilling"], "jobs": [JOB],
                         "grid": {"optimizer.lr": [1e-3, 3e-3]}})
     lines = []
-    table = profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1], progress=lines.append)
+    table = profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1], progress=lines.append, **FAST)
     st = table.profile_stats
     assert st["deduplicated_jobs"] == 1          # the two lrs share one profile
     assert st["trials_run"] == 2                 # ddp x2 and single x1
@@ -71,7 +74,7 @@ def test_profiles_sweep_once_per_speed_group_then_from_cache(tmp_path):
         for c in jp.configs:
             assert c.runtime_s > c.step_s * 50 and c.startup_s > 0 and c.gpu_type == "cpu"
     parse_profile_table(table.to_json())        # the contract's validator accepts it
-    again = profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1])
+    again = profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1], **FAST)
     assert again.profile_stats["trials_run"] == 0 and again.profile_stats["cache_hits"] == 2
     assert [c.runtime_s for c in again.jobs[0].configs] == [c.runtime_s for c in table.jobs[0].configs]
     try:
@@ -88,7 +91,8 @@ def test_oom_is_infeasible_with_reason_and_prunes_fewer_devices(tmp_path, monkey
     monkeypatch.setenv("SATURN_CPU_DEVICE_MEM_MB", "64")  # far below what a torch process holds: every knob OOMs
     lines = []
     with pytest.raises(SaturnInputError, match="lm"):
-        profile_workload(wl(parallelisms=["fsdp"]), store=Store(str(tmp_path)), devices=[0, 1], progress=lines.append)
+        profile_workload(wl(parallelisms=["fsdp"]), store=Store(str(tmp_path)), devices=[0, 1], progress=lines.append,
+                         **FAST)
     text = "\n".join(lines)
     assert "fsdp x2 (run): oom" in text and "memory budget exceeded" in text
     assert "fsdp x1 (pruned): pruned: out of memory on 2 devices" in text

@@ -332,6 +332,7 @@ class Parallelism:
         t_build = time.perf_counter()
         trainer = self.build(job, devices, knobs)
         build_s = time.perf_counter() - t_build
+        meter.check()  # a model that does not even fit fails here, before any step
         stop = StopSignal()
         wall, cpu, warm = [], [], 0.0
         t_measure = None

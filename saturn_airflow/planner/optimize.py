@@ -21,6 +21,7 @@ DECOMPOSE_JOBS = 100
 DECOMPOSE_NODES = 8
 MIN_SOLVE_S = 1.0
 HEURISTIC_SHARE = 0.4
+SOLVER_SHARE = 0.85
 
 
 @dataclass
@@ -62,7 +63,7 @@ def _milp_step(inst: Instance, best: Solution, jobs, nodes, solver: str, budget:
         run["skipped"] = "no time left after building the model"
         runs.append(run)
         return best
-    res = solve(ti.model, solver, left)
+    res = solve(ti.model, solver, SOLVER_SHARE * left - 0.5)  # solvers overrun their limits a little
     run.update(termination=res.termination, solve_s=round(res.time_s, 3), has_solution=res.has_solution)
     cand = extract(inst, ti, best) if res.has_solution else None
     run["makespan_s"] = None if cand is None else cand.makespan
