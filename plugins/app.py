@@ -46,8 +46,8 @@ async def authorize(request: Request) -> Any:
     if scheme and token:
         creds = HTTPAuthorizationCredentials(scheme=scheme, credentials=token.strip())
     user = await get_user(request, None, creds)
-    dag_id = request.query_params.get("dag_id") or (
-        plan_dag_id(request.path_params["plan_id"]) if "plan_id" in request.path_params else None)
+    pid = request.path_params.get("plan_id") or request.query_params.get("plan_id")
+    dag_id = request.query_params.get("dag_id") or (plan_dag_id(pid) if pid else None)
     team = None
     if dag_id:
         from airflow.configuration import conf

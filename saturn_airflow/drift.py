@@ -121,9 +121,15 @@ def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float
     projected = max([p.end_s for p in proj.values()] + [0.0])
     late = projected - planned
     remaining = groups["running"] + groups["pending"]
-    should = bool(remaining) and late > threshold * planned and late > min_s
+    # Evidence first: until some job has reported a rate or finished, lateness only measures how long
+    # Airflow and the runners take to start, which no re-plan can fix.
+    evidence = bool(groups["done"] or groups["failed"] or any(
+        proj[j].rate_steps_per_s for j in groups["running"]))
+    should = bool(remaining) and evidence and late > threshold * planned and late > min_s
     if not remaining:
         reason = "every job has finished"
+    elif not evidence:
+        reason = "no job has reported progress yet"
     elif should:
         slow = max((p for p in proj.values() if p.state in ("running", "pending")),
                    key=lambda p: p.end_s - p.planned_end_s)

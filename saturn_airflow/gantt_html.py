@@ -100,13 +100,16 @@ def _lanes(plan: Plan, records: dict[str, dict], cluster: Any = None) -> list[tu
 
 
 def _origin(plan: Plan, records: dict[str, dict]) -> float:
-    """Epoch second that is t=0 of the actual run: the first start of a job under this plan, else
-    the plan's creation time."""
+    """Epoch second that is t=0 of the actual run. A re-plan's t=0 is its creation (the jobs it kept
+    running count their remaining time from then, and its DAG's start-up delay is real cost); a
+    first plan's is the first start of one of its jobs (profiling and solving come before it)."""
+    created = iso_to_epoch(plan.created_at)
+    if plan.parent_plan_id and created is not None:
+        return created
     starts = [float(r["started_at"]) for r in records.values()
               if r.get("plan_id") == plan.plan_id and isinstance(r.get("started_at"), (int, float))]
     if starts:
         return min(starts)
-    created = iso_to_epoch(plan.created_at)
     return created if created is not None else min(
         (float(r["started_at"]) for r in records.values() if isinstance(r.get("started_at"), (int, float))),
         default=time.time())

@@ -294,7 +294,9 @@ def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[f
         return {"kind": "superseded", "plan_id": plan_id, "message": f"plan {plan_id} was superseded by {child}"}
     depth = len(ps.lineage(plan_id)) - 1
     th = drift_settings(plan, depth)
-    records = prog.all(plan.workload)
+    from .replan import with_leased_jobs
+
+    records = with_leased_jobs(store, plan, prog.all(plan.workload))  # tasks starting up count as running
     rates = window.update(records) if window is not None else {}
     report = assess(plan, records, time.time() if now is None else now, t0,
                     threshold=th["threshold"] if threshold is None else threshold,

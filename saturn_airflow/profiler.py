@@ -35,10 +35,11 @@ from .store import Store
 from .workload import JobSpec, Workload
 
 PROFILER_VERSION = "2"
-DEFAULT_WARMUP = 3
-DEFAULT_MEASURE = 5  # at least this many measured steps...
-DEFAULT_MEASURE_S = 3.0  # ...and at least this many seconds of them (median over all)
-DEFAULT_TRIAL_TIMEOUT_S = 300.0
+# Measurement defaults; the environment may override them (e.g. short trials for end-to-end tests).
+DEFAULT_WARMUP = int(os.environ.get("SATURN_PROFILE_WARMUP", 3))
+DEFAULT_MEASURE = int(os.environ.get("SATURN_PROFILE_MEASURE", 5))  # at least this many measured steps...
+DEFAULT_MEASURE_S = float(os.environ.get("SATURN_PROFILE_MEASURE_S", 3.0))  # ...and this many seconds of them
+DEFAULT_TRIAL_TIMEOUT_S = float(os.environ.get("SATURN_PROFILE_TRIAL_TIMEOUT_S", 300.0))
 
 
 # ---- keys ---------------------------------------------------------------------------------------

@@ -223,8 +223,11 @@ def main(argv=None) -> int:
     print(f"  actual makespan    {fmt(actual):>8}" + ("" if sw["actual_makespan_s"] is not None else "  (not all jobs done)"))
     if sw["baseline_makespan_s"]:
         b = sw["baseline_makespan_s"]
+        gain = 100 * (1 - sw["planned_makespan_s"] / b)
+        real = "" if sw["actual_makespan_s"] is None else \
+            f", actual {abs(100 * (1 - sw['actual_makespan_s'] / b)):.0f}% {'shorter' if sw['actual_makespan_s'] <= b else 'longer'}"
         print(f"  current practice   {fmt(b):>8}  (every job on all devices of a node, one after another): "
-              f"planned {100 * (1 - sw['planned_makespan_s'] / b):+.0f}% shorter")
+              f"planned {abs(gain):.0f}% {'shorter' if gain >= 0 else 'longer'}{real}")
     if a.html:
         Path(a.html).write_text(gantt_html.render_html(lineage, progress, baseline, cluster=cluster))
         print(f"  chart file         {a.html}")

@@ -98,3 +98,13 @@ def test_thresholds_double_with_each_replan_in_the_lineage():
     q = Plan.model_validate(data)
     assert drift_settings(q) == {"threshold": 0.1, "min_s": 20.0}
     assert drift_settings(q, depth=2) == {"threshold": 0.4, "min_s": 80.0}
+
+
+def test_no_replan_before_any_job_reports_progress():
+    # 100 s in and nothing reported: late on paper, but only start-up latency; no re-plan yet
+    r = assess(plan2(), {}, now=T0 + 100, t0=T0, min_s=10)
+    assert r.projected_makespan_s > 250 and not r.should_replan and "no job has reported" in r.reason
+    # a job starting up (its task holds the lease, no rate yet) is projected from when it started
+    r = assess(plan2(), {"a": {"state": "running", "plan_id": "p1", "started_at": T0 + 2, "rate_steps_per_s": None}},
+               now=T0 + 10, t0=T0, min_s=10)
+    assert abs(r.jobs["a"].end_s - 102) < 1e-6 and not r.should_replan

@@ -43,17 +43,27 @@ def finished_sweep(tmp_path_factory):
         run_id = af.trigger(PLANNING_DAG_ID, {"workload": str(WORKLOAD), "time_limit": 10})
         assert af.wait_run(PLANNING_DAG_ID, run_id, timeout_s=900) == "success", af.log_tail("scheduler")
         ps = PlanStore(Store(af.saturn_home))
-        [plan_id] = ps.ids()
-        plan = ps.get(plan_id)
-        run = af.wait_first_run(dag_id(plan_id), timeout_s=300)
-        state = af.wait_run(dag_id(plan_id), run["dag_run_id"], timeout_s=900)
-        assert state == "success", [(t["task_id"], t["state"]) for t in af.task_instances(dag_id(plan_id), run["dag_run_id"])]
-        # a drift re-plan would make a newer version; this sweep is too short to drift past 60 s
-        yield af, plan
+        [root] = ps.ids()
+        # wait for the plan's DAG and for any drift re-plan (a loaded CI machine may drift) to finish
+        newest, deadline = None, time.time() + 1500
+        while newest is None:
+            assert time.time() < deadline, "the sweep did not finish"
+            pid = root
+            while ps.superseded_by(pid):
+                pid = ps.superseded_by(pid)
+            run = af.wait_first_run(dag_id(pid), timeout_s=300)
+            state = af.wait_run(dag_id(pid), run["dag_run_id"], timeout_s=900)
+            assert state == "success", [(t["task_id"], t["state"]) for t in af.task_instances(dag_id(pid), run["dag_run_id"])]
+            busy = [r for r in af.runs(PLANNING_DAG_ID) if r["state"] not in ("success", "failed")]
+            if not busy and ps.superseded_by(pid) is None:
+                newest = pid
+            time.sleep(2)
+        yield af, ps.lineage(newest)
 
 
 def test_gantt_tab_of_a_finished_plan(finished_sweep):
-    af, plan = finished_sweep
+    af, lineage = finished_sweep
+    plan = lineage[-1]  # the chart's open section: the newest version (the only one without drift)
     from saturn_airflow.render import dag_id
 
     import httpx

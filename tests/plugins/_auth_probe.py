@@ -36,5 +36,6 @@ with TestClient(app) as c:
     out["bars"] = page.count('class="bar planned"')
     plugins = c.get("/api/v2/plugins", headers={"Authorization": f"Bearer {admin}"}).json()
     out["plugins"] = [p for p in plugins["plugins"] if p["name"] == "saturn"]
+    out["import_errors"] = c.get("/api/v2/plugins/importErrors", headers={"Authorization": f"Bearer {admin}"}).json()
     out["api"] = c.get("/saturn/api/plans", headers={"Authorization": f"Bearer {admin}"}).json()
 print("RESULT " + json.dumps(out))

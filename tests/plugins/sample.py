@@ -7,12 +7,12 @@ from saturn_airflow.plan import Assignment, Plan, SolverInfo, fill_after
 T0 = 1_800_000_000.0  # epoch seconds the first job of v1 started
 
 
-def _plan(plan_id, rows, parent=None, reason=None, lb=100.0):
+def _plan(plan_id, rows, parent=None, reason=None, lb=100.0, created="2027-01-15T08:00:00+00:00"):
     asg = [Assignment(job=j, parallelism=par, gpus=len(ids), node=node, gpu_ids=ids, start_s=s, end_s=e)
            for j, par, node, ids, s, e in rows]
     fill_after(asg)
     extra = {"reason": reason} if reason else {}
-    return Plan(plan_id=plan_id, workload="demo", parent_plan_id=parent, created_at="2027-01-15T08:00:00+00:00",
+    return Plan(plan_id=plan_id, workload="demo", parent_plan_id=parent, created_at=created,
                 makespan_s=max(a.end_s for a in asg), lower_bound_s=lb,
                 solver=SolverInfo(name="highs", status="optimal", time_s=0.5, gap=0.0), assignments=asg, **extra)
 
@@ -31,7 +31,7 @@ def lineage():
         ("c", "single", "node0", [2], 0.0, 30.0),
         ("d", "single", "node0", [3], 0.0, 40.0),
         ("f", "ddp", "node1", [0, 1], 0.0, 35.0),
-    ], parent="demo-v1", reason="job a ran 40% slower than profiled", lb=40.0)
+    ], parent="demo-v1", reason="job a ran 40% slower than profiled", lb=40.0, created="2027-01-15T08:01:30+00:00")
     return [v1, v2]
 
 

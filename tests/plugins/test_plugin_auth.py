@@ -50,7 +50,8 @@ def test_refuses_without_valid_airflow_auth(probe):
 def test_serves_chart_and_registers_views(probe):
     assert probe["bars"] == sum(len(a.gpu_ids) for p in sample.lineage() for a in p.assignments)
     assert {p["plan_id"] for p in probe["api"]["plans"]} == {"demo-v1", "demo-v2"}
-    [plugin] = probe["plugins"]
+    assert probe["import_errors"]["total_entries"] == 0, probe["import_errors"]
+    [plugin] = probe["plugins"]  # registered once (the airflow.plugins entry point)
     views = {v["destination"]: v for v in plugin["external_views"]}
     assert views["dag"]["url_route"] and "{DAG_ID}" in views["dag"]["href"]
     assert views["nav"]["href"] == "/saturn/"
