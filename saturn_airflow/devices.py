@@ -34,13 +34,23 @@ def device_kind() -> str:
 
 
 def available_devices(kind: Optional[str] = None) -> list[int]:
-    """Device ids this process may use: CUDA ordinals, or the CPU cores in its affinity mask."""
+    """Device ids this process may use: CUDA ordinals, or 0..n-1 for the n CPU cores in its affinity mask."""
     kind = kind or device_kind()
     if kind == "cuda":
         return list(range(_torch().cuda.device_count()))
+    return list(range(len(_allowed_cores())))
+
+
+def _allowed_cores() -> list[int]:
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return list(range(os.cpu_count() or 1))
+
+
+def cpu_cores(device_ids: list[int]) -> list[int]:
+    """CPU device i is the i-th core this process may use (core numbers need not start at 0)."""
+    allowed = _allowed_cores()
+    return [allowed[i] if 0 <= i < len(allowed) else i for i in device_ids]
 
 
 def device_type_name(kind: Optional[str] = None) -> str:
@@ -60,6 +70,7 @@ def launch_env(device_ids: list[int], kind: Optional[str] = None) -> dict[str, s
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, len(available_devices("cuda"))))))
         env["PYTORCH_CUDA_ALLOC_CONF"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     else:
+        env["SATURN_CPU_CORES"] = ",".join(str(c) for c in cpu_cores(device_ids))
         env["CUDA_VISIBLE_DEVICES"] = ""
         env["OMP_NUM_THREADS"] = "1"  # 2 threads on a shared core run 1.5-3x slower (notes/torch.md §1)
         env["MKL_NUM_THREADS"] = "1"
@@ -103,9 +114,10 @@ def bind_rank() -> Devices:
         device = torch.device("cuda", local)
     else:
         device = torch.device("cpu")
-        if raw and hasattr(os, "sched_setaffinity") and local < len(ids):
+        cores = [int(c) for c in os.environ.get("SATURN_CPU_CORES", "").split(",") if c] or ids
+        if raw and hasattr(os, "sched_setaffinity") and local < len(cores):
             try:
-                os.sched_setaffinity(0, {ids[local]})
+                os.sched_setaffinity(0, {cores[local]})
             except OSError:
                 pass  # a core outside our mask: run unpinned rather than fail
         torch.set_num_threads(1)

@@ -30,6 +30,7 @@ class JobProjection:
     step: int = 0
     total: int = 0
     rate_steps_per_s: Optional[float] = None
+    updated_at: Optional[float] = None  # of the record the step comes from (epoch s)
 
 
 @dataclasses.dataclass
@@ -116,7 +117,7 @@ def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float
         else:
             ready = max([proj[b].end_s for b in a.after if b in proj] + [now_rel])
             start, end = ready, ready + a.runtime_s
-        proj[a.job] = JobProjection(a.job, state, start, end, a.end_s, step, total, rate)
+        proj[a.job] = JobProjection(a.job, state, start, end, a.end_s, step, total, rate, rec.get("updated_at"))
     planned = plan.makespan_s
     projected = max([p.end_s for p in proj.values()] + [0.0])
     late = projected - planned

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .devices import device_kind, launch_env
+from .devices import cpu_cores, device_kind, launch_env
 
 EXIT_PREEMPTED = 75
 STOP_GRACE_S = 90.0  # after SIGTERM, how long ranks get to save before SIGKILL
@@ -90,7 +90,7 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
     cmd = _runner_cmd(len(device_ids)) + list(runner_args) + ["--result-dir", result_dir]
     preexec = None
     if kind == "cpu" and hasattr(os, "sched_setaffinity"):
-        cores = set(device_ids)
+        cores = set(cpu_cores(list(device_ids)))
         preexec = lambda: os.sched_setaffinity(0, cores)  # noqa: E731 - pins torchrun and its ranks' start
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True,
                             bufsize=1, start_new_session=True, preexec_fn=preexec)

@@ -320,4 +320,6 @@ def replan_conf(event: dict) -> dict[str, Any]:
     drift = {k: rep.get(k) for k in ("planned_makespan_s", "projected_makespan_s", "ratio", "done", "running",
                                      "pending", "failed", "now", "t0")}
     drift["rates"] = rates
+    drift["samples"] = {j: [p["updated_at"], p["step"]] for j, p in (rep.get("jobs") or {}).items()
+                        if p.get("state") == "running" and p.get("updated_at")}
     return {"replan_of": event["plan_id"], "reason": event.get("reason", "drift"), "drift": drift}

@@ -223,7 +223,8 @@ def replan_depth(plan_store: PlanStore, plan_id: str) -> int:
 
 
 def replan_from_store(plan_store: PlanStore, progress: ProgressStore, table: ProfileTable, plan_id: str,
-                      steps: dict[str, int], *, owner: str, **kw) -> ReplanResult:
+                      steps: dict[str, int], *, owner: str, samples: Optional[dict[str, list]] = None,
+                      **kw) -> ReplanResult:
     """Claim, then re-plan `plan_id` from the current progress records; the caller publishes `.plan`."""
     plan = plan_store.get(plan_id)
     if plan_store.superseded_by(plan_id):
@@ -231,7 +232,25 @@ def replan_from_store(plan_store: PlanStore, progress: ProgressStore, table: Pro
     if not claim_replan(plan_store, plan_id, owner):
         return ReplanResult(None, "none", {}, {}, f"another re-plan of {plan_id} holds the claim; leaving it to that one")
     records = with_leased_jobs(plan_store.store, plan, progress.all(plan.workload))
+    fresh = rates_since(samples or {}, records)
+    if fresh:
+        kw["rates"] = {**(kw.get("rates") or {}), **fresh}
     return replan_plan(table, plan, records, steps, **kw)
+
+
+def rates_since(samples: dict[str, list], records: dict[str, Optional[dict]], min_dt: float = 5.0) -> dict[str, float]:
+    """Rates between the drift watch's sample (updated_at, step) of each running job and its record now:
+    the speed over the last tens of seconds, fresher than the runner's average since start."""
+    out: dict[str, float] = {}
+    for job, (t_then, step_then) in samples.items():
+        rec = records.get(job) or {}
+        t_now, step_now = rec.get("updated_at"), rec.get("step")
+        if rec.get("state") != "running" or t_now is None or step_now is None:
+            continue
+        dt, ds = float(t_now) - float(t_then), int(step_now) - int(step_then)
+        if dt >= min_dt and ds > 0:
+            out[job] = ds / dt
+    return out
 
 
 def with_leased_jobs(store, plan: Plan, records: dict[str, Optional[dict]]) -> dict[str, Optional[dict]]:

@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     password = json.loads(Path(a.password_file).read_text())[a.user]
     api.login(a.user, password)
     wait("scheduler, triggerer and dag-processor to be healthy", lambda: healthy(api), 300)
-    say(f"Airflow is up ({time.time() - t0:.0f} s). Pools: {', '.join(ensure_pools(api, a.workload))}", flush=True)
+    say(f"Airflow is up ({time.time() - t0:.0f} s). Pools: {', '.join(ensure_pools(api, a.workload))}")
 
     wait(f"DAG {PLANNING_DAG_ID} to be parsed",
          lambda: api.call("GET", f"/api/v2/dags/{PLANNING_DAG_ID}", ok=(404,)), 300)
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     ps = PlanStore(Store(settings.store_url()))
     known = set(ps.ids())
     run = api.call("POST", f"/api/v2/dags/{PLANNING_DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
-    say(f"Triggered {PLANNING_DAG_ID} run {run['dag_run_id']} for {a.workload} (profile, then solve)", flush=True)
+    say(f"Triggered {PLANNING_DAG_ID} run {run['dag_run_id']} for {a.workload} (profile, then solve)")
     rep = Reporter()
 
     def planned():
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
         print(f"The planning run ended {state}; see its task logs in the UI.", file=sys.stderr)
         return 1
     root = wait("the published plan", lambda: sorted(set(ps.ids()) - known)[:1], 60)[0]
-    say(f"Plan {root} published; its DAG {dag_id(root)} runs the jobs.", flush=True)
+    say(f"Plan {root} published; its DAG {dag_id(root)} runs the jobs.")
 
     progress_store = ProgressStore(Store(settings.store_url()))
 

@@ -148,3 +148,11 @@ def test_a_job_whose_task_holds_its_lease_counts_as_running(tmp_path):
         res = replan.replan_plan(t, p, recs, {j.name: 100 for j in t.jobs}, solver="highs", time_limit=3)
         assert job in res.plan.model_extra["kept"] + res.plan.model_extra["preempted"]
     assert replan.with_leased_jobs(store, p, {}) == {}
+
+
+def test_rates_since_the_drift_sample_are_the_freshest():
+    recs = {"a": {"state": "running", "step": 40, "updated_at": 130.0, "rate_steps_per_s": 2.0},
+            "b": {"state": "done", "step": 100, "updated_at": 130.0},
+            "c": {"state": "running", "step": 12, "updated_at": 102.0}}
+    out = replan.rates_since({"a": [100.0, 25], "b": [100.0, 90], "c": [100.0, 10]}, recs)
+    assert out == {"a": 0.5}  # b finished; c: too short an interval to trust

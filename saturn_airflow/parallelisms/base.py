@@ -313,7 +313,7 @@ class Parallelism:
             if progress is not None:
                 progress.update(step, loss)
         res = result("done", steps)
-        if checkpoint is not None:
+        if checkpoint is not None and steps > start:
             checkpoint.save(trainer, steps)  # the trained model, and "done" survives a lost progress record
         if progress is not None:
             progress.finish("done", steps)

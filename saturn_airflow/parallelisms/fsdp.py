@@ -19,10 +19,10 @@ def shard_model(job, devices: Devices, knobs: dict):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
+    # built in host memory and not moved as a whole: fully_shard moves each unit to the mesh's device
+    # and shards it there (one unit's full size at a time), or keeps the shards on the host (offload)
     model = build_model(job)
     offload = bool(knobs.get("offload"))
-    if not offload:
-        model = model.to(devices.device)
     if knobs.get("checkpoint"):
         apply_activation_checkpointing(blocks(model))
     mesh = init_device_mesh(devices.device.type, (devices.world_size,))

@@ -211,11 +211,15 @@ def test_trigger_fires_drift_for_a_late_plan(store):
     a = sorted(p.assignments, key=lambda a: a.start_s)[0]
     t0 = time.time() - 10
     ProgressStore(store).put("w", a.job, {"plan_id": p.plan_id, "state": "running", "step": 1, "total": 1000,
-                                          "rate_steps_per_s": 0.1, "started_at": t0})
+                                          "rate_steps_per_s": 0.1, "started_at": t0, "updated_at": t0 + 9})
     ev = orchestrate.drift_step(store.url, p.plan_id, t0)
     assert ev["kind"] == "drift" and "later than the planned" in ev["reason"]
     conf = orchestrate.replan_conf(ev)
     assert conf["replan_of"] == p.plan_id and a.job in conf["drift"]["running"]
+    assert conf["drift"]["samples"][a.job][1] == 1 and conf["drift"]["rates"] == {a.job: 0.1}
+    import json
+
+    json.dumps(conf)  # travels as a DAG run conf
 
 
 def test_replan_trigger_skips_without_drift_and_triggers_with_it(store):

@@ -64,3 +64,33 @@ def test_store_context_current_practice(tmp_path):
     assert base == pytest.approx(plan_table(sample.table(), baseline="current-practice").makespan_s)
     bare = sample.publish(str(tmp_path / "t"), with_table=False)
     assert store_context(bare, PlanStore(bare).lineage("demo-v2")) == (None, None)
+
+
+def test_authorize_asks_about_the_plans_dag(tmp_path, monkeypatch):
+    """The auth manager is asked about the DAG of the plan being read (so per-DAG access applies)."""
+    pytest.importorskip("airflow.api_fastapi.core_api.security")
+    import airflow.api_fastapi.app as af_app
+    import airflow.api_fastapi.core_api.security as security
+
+    asked = []
+
+    class FakeAuthManager:
+        def is_authorized_dag(self, *, method, details, user, access_entity=None):
+            asked.append((method, details.id))
+            return details.id != "saturn_run__demo-v1"
+
+    async def fake_get_user(request, _oauth, creds):
+        return "someone"
+
+    url = str(tmp_path / "store")
+    sample.publish(url)
+    monkeypatch.setenv("SATURN_HOME", url)
+    monkeypatch.setattr(af_app, "get_auth_manager", lambda: FakeAuthManager())
+    monkeypatch.setattr(security, "get_user", fake_get_user)
+    c = TestClient(app_mod.app)
+    assert c.get("/api/plans/demo-v2").status_code == 200
+    assert c.get("/plan?plan_id=demo-v1").status_code == 403
+    assert c.get("/?dag_id=saturn_run__demo-v1").status_code == 403
+    assert c.get("/api/plans").status_code == 200
+    assert asked == [("GET", "saturn_run__demo-v2"), ("GET", "saturn_run__demo-v1"), ("GET", "saturn_run__demo-v1"),
+                     ("GET", None)]
