@@ -150,3 +150,29 @@ def test_failed_job_reports_root_cause(tmp_path):
     r = run_job(wl, "lm", parallelism="single", knobs={}, device_ids=[0], store_url=str(tmp_path), plan_id="p",
                 log=lambda s: None, timeout_s=120)
     assert r.status == "failed" and "nope" in r.message
+
+
+def test_checkpoints_new_dir_each_atomic_pointer_partial_dirs_ignored(tmp_path):
+    """In-process (DCP needs no process group for one rank): the pointer moves only to complete saves."""
+    from saturn_airflow.checkpoint import CheckpointManager
+
+    cpu = Devices(ids=[0], kind="cpu", device=torch.device("cpu"))
+    job = workload().job("lm")
+    tr = get_parallelism("single").build(job, cpu, {})
+    ck = CheckpointManager(str(tmp_path), devices=cpu, keep=1, every_s=None, every_steps=2)
+    assert ck.load(tr) == 0 and read_latest(str(tmp_path)) is None
+    tr.step(0)
+    first = ck.save(tr, 1)
+    (tmp_path / "step-000000009-crashed").mkdir()  # a save killed midway: no .metadata
+    assert read_latest(str(tmp_path))["step"] == 1
+    tr.step(1)
+    second = ck.save(tr, 2)
+    assert first != second and not os.path.exists(first) and os.path.exists(os.path.join(second, ".metadata"))
+    assert not (tmp_path / "step-000000009-crashed").exists()  # abandoned partial saves are cleaned up
+    assert ck.due(4) and not ck.due(3)
+    fresh = get_parallelism("single").build(job, cpu, {})
+    assert ck.load(fresh) == 2
+    for (n, a), (_, b) in zip(tr.model.named_parameters(), fresh.model.named_parameters()):
+        assert torch.equal(a, b), n
+    os.remove(os.path.join(second, ".metadata"))  # pointer to an incomplete dir: treated as no checkpoint
+    assert read_latest(str(tmp_path)) is None

@@ -16,7 +16,7 @@ from .baselines import BASELINES, run_baseline
 from .bounds import instance_lower_bound, lower_bound
 from .instance import Instance, PinnedJob, build_instance
 from .list_scheduler import Placement, list_schedule
-from .optimize import optimize
+from .anytime import optimize
 from .solvers import SOLVERS
 
 DEFAULT_SOLVER = "highs"  # measured better than CBC (docs/benchmarks-planner.md, ../shared/notes/milp.md)

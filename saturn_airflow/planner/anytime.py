@@ -18,7 +18,7 @@ from .milp import build_time_indexed, extract, slot_count
 from .solvers import solve
 
 DECOMPOSE_JOBS = 100
-DECOMPOSE_NODES = 8
+DECOMPOSE_NODES = 2  # measured: per-node beats one joint model already at 32 jobs on 2 nodes
 MIN_SOLVE_S = 1.0
 HEURISTIC_SHARE = 0.4
 SOLVER_SHARE = 0.85
