@@ -201,6 +201,9 @@ def test_four_jobs_on_two_devices(af, wl_dir):
         for b in a.after:  # order respects `after`
             assert ts(ti["start_date"]) >= ts(by_id[b]["end_date"]) - 1e-3, (a.job, b)
     assert by_id["drift_watch"]["state"] == "success" and by_id["trigger_replan"]["state"] == "skipped"
+    a0 = plan.assignments[0]
+    log = af.task_log(dag_id, run["dag_run_id"], a0.job, 1)
+    assert f"devices {a0.gpu_ids}" in log and "steps/s" in log, log[-2000:]  # progress streamed into the log
     assert max_concurrent_slots(tis, "saturn_local") <= N_DEVICES
     assert sampler.samples and max(s["running_slots"] for s in sampler.samples) <= N_DEVICES
     assert all(s["slots"] == N_DEVICES for s in sampler.samples)
