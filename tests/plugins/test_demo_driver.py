@@ -52,6 +52,8 @@ def fake_airflow(store_url: str):
                                                         "state": "done", "step": 10, "total": 10,
                                                         "started_at": sample.T0, "finished_at": sample.T0 + 200})
                 return self._send(200, {"dag_run_id": "r1"})
+            if path == "/api/v2/dags/saturn_plan" and method == "GET":
+                return self._send(200, {"dag_id": "saturn_plan", "is_paused": True})
             if path.endswith("/taskInstances"):
                 return self._send(200, {"task_instances": [{"task_id": "solve", "map_index": -1, "state": "success"}]})
             if path == "/api/v2/dags/saturn_plan/dagRuns":  # active planning runs
