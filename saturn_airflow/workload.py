@@ -86,7 +86,9 @@ class Workload(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(min_length=1)
-    cluster: Cluster = Field(default_factory=local_cluster)
+    # Filled with this machine (`local_cluster`, which imports torch) only after everything else
+    # validated, so a bad workload fails fast.
+    cluster: Optional[Cluster] = None
     parallelisms: list[str] = Field(default_factory=registered_parallelism_names)
     jobs: list[JobSpec] = Field(min_length=1)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -111,6 +113,8 @@ class Workload(BaseModel):
 
     @model_validator(mode="after")
     def _expand_and_check(self) -> "Workload":
+        if self.cluster is None:
+            self.cluster = local_cluster()
         if self.grid:
             self.jobs = expand_grid(self.jobs, self.grid)
             self.grid = {}
