@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     sh = sub.add_parser("show", help="print a plan as a Gantt chart per GPU")
     sh.add_argument("plan")
-    sh.add_argument("--table", help="also check the plan against this profile table")
+    sh.add_argument("--table", help="also check the plan against this profile table (and, with --html, draw every GPU and the current-practice makespan)")
     sh.add_argument("--html", help="write a self-contained HTML page here")
     sh.add_argument("--width", type=int, default=72)
     si = sub.add_parser("simulate", help="replay a plan along its GPU hand-over edges, optionally with runtime noise")
@@ -230,7 +230,7 @@ def cmd_show(args) -> int:
 
     _check_writable(args.html)
     plan = load_plan_file(args.plan)
-    node_gpus = None
+    node_gpus, table = None, None
     if args.table:
         from .plan import plan_violations
 
@@ -245,7 +245,13 @@ def cmd_show(args) -> int:
             from .gantt_html import render_html
         except ImportError as e:
             raise _ComponentMissing(f"HTML rendering is not available ({e})")
-        _write_atomic(args.html, render_html(plans=[plan], progress=None, baseline_makespan_s=None))
+        baseline = None
+        if table is not None:  # the table gives every lane and the current-practice figure
+            from .planner import plan_table
+
+            baseline = plan_table(table, baseline="current-practice", workload=plan.workload).makespan_s
+        _write_atomic(args.html, render_html(plans=[plan], progress=None, baseline_makespan_s=baseline,
+                                             cluster=table.cluster if table is not None else None))
         print(f"wrote {args.html}")
     return 0
 
