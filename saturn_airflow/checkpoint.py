@@ -15,8 +15,9 @@ import json
 import os
 import shutil
 import time
-import uuid
 from typing import Optional
+
+from .atomic import write_atomic
 
 DEFAULT_EVERY_S = 60.0  # wall seconds between checkpoints when nothing else is asked for
 LATEST = "latest.json"
@@ -93,12 +94,7 @@ class CheckpointManager:
         self._barrier()  # every rank's shard is on disk before the pointer moves
         if main:
             ptr = {"dir": name, "step": step, "time": time.time(), **self.meta}
-            tmp = os.path.join(self.root, f".{LATEST}.{uuid.uuid4().hex[:8]}")
-            with open(tmp, "w") as f:
-                json.dump(ptr, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, os.path.join(self.root, LATEST))
+            write_atomic(os.path.join(self.root, LATEST), json.dumps(ptr))
             self._prune(keep_name=name)
         self._barrier()
         self.last_save_t = time.monotonic()

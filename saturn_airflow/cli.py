@@ -10,11 +10,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Optional
 
+from .atomic import write_atomic
 from .errors import SaturnInputError
 
 EXAMPLE = "saturn_sweep.json"
@@ -110,16 +110,7 @@ def _check_writable(path: Optional[str]) -> None:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent or "."))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, text if text.endswith("\n") else text + "\n")
 
 
 def _example_path() -> str:

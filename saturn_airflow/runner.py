@@ -20,14 +20,13 @@ import time
 import traceback
 from typing import Optional
 
+from .atomic import write_atomic
+
 EXIT_PREEMPTED = 75
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj))
 
 
 class ProgressReporter:

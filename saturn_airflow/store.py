@@ -22,6 +22,7 @@ from typing import Any, Iterator, Optional
 
 import fsspec
 
+from .atomic import write_atomic
 from .plan import Plan, parse_plan
 
 
@@ -58,12 +59,7 @@ class Store:
         self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
         data = json.dumps(obj, indent=1, sort_keys=False).encode()
         if self.local:
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_atomic(path, data)
         else:  # object stores: a single PUT is atomic
             self.fs.pipe_file(path, data)
 

@@ -39,7 +39,7 @@ def _whole_node_choice(inst: Instance, j: int, node: int) -> Option:
 def _sequential(inst: Instance, order: list[int]) -> list[Placement]:
     """Each job, in order, holds a whole node: the node where it finishes first."""
     state = GpuState(inst)
-    out = [Placement(f.job, f.option, f.gpu_ids, f.start, f.end) for f in inst.fixed.values()]
+    out = list(inst.fixed.values())
     for j in order:
         cands = [o for o in (_whole_node_choice(inst, j, n) for n in range(len(inst.node_gpus))) if o]
         best = min(cands, key=lambda o: (state.earliest_start(o, exclusive=True) + o.runtime, o.node))

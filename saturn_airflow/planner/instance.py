@@ -32,8 +32,8 @@ class Option:
 
 
 @dataclass(frozen=True)
-class Fixed:
-    """A pinned job's place: fixed node, GPU ids and interval."""
+class Placement:
+    """A job's place: its option, concrete GPU ids and interval (a pinned job's is given up front)."""
 
     job: int
     option: Option
@@ -49,7 +49,7 @@ class Instance:
     node_names: list[str]
     node_gpus: list[int]
     options: list[list[Option]]  # per job; empty for pinned jobs
-    fixed: dict[int, Fixed] = field(default_factory=dict)
+    fixed: dict[int, Placement] = field(default_factory=dict)
     all_options: list[list[Option]] = field(default_factory=list)  # unpruned: what the baselines see
 
     @property
@@ -82,7 +82,7 @@ def build_instance(table: ProfileTable, pinned: Optional[dict] = None) -> Instan
     node_index = {n.name: i for i, n in enumerate(nodes)}
     options: list[list[Option]] = []
     all_options: list[list[Option]] = []
-    fixed: dict[int, Fixed] = {}
+    fixed: dict[int, Placement] = {}
     pinned = pinned or {}
     names = [j.name for j in table.jobs]
     for name in pinned:
@@ -112,13 +112,13 @@ def build_instance(table: ProfileTable, pinned: Optional[dict] = None) -> Instan
         if pin.start_s < 0:
             raise SaturnInputError(f"pinned job {job.name!r}: negative start_s {pin.start_s}")
         o = match[0]
-        fixed[j] = Fixed(j, o, ids, float(pin.start_s), float(pin.start_s) + o.runtime)
+        fixed[j] = Placement(j, o, ids, float(pin.start_s), float(pin.start_s) + o.runtime)
         options.append([])
     _check_pins_disjoint(fixed, names)
     return Instance(table, names, [n.name for n in nodes], [n.gpus for n in nodes], options, fixed, all_options)
 
 
-def _check_pins_disjoint(fixed: dict[int, Fixed], names: list[str]) -> None:
+def _check_pins_disjoint(fixed: dict[int, Placement], names: list[str]) -> None:
     items = list(fixed.values())
     for i, a in enumerate(items):
         for b in items[i + 1:]:

@@ -8,21 +8,12 @@ Given a MILP's options and start order, the list start of every job is no later 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Optional, Sequence
 
-from .instance import Instance, Option
+from .instance import Instance, Option, Placement
 
 EPS = 1e-9
-
-
-@dataclass(frozen=True)
-class Placement:
-    job: int
-    option: Option
-    gpu_ids: tuple[int, ...]
-    start: float
-    end: float
 
 
 class GpuState:
@@ -64,7 +55,7 @@ def list_schedule(
 ) -> list[Placement]:
     """Placements of the free jobs in `order` with their chosen options (fixed jobs included first)."""
     state = GpuState(inst, pinned_end)
-    out = [Placement(f.job, f.option, f.gpu_ids, f.start, f.end if pinned_end is None else pinned_end(f)) for f in inst.fixed.values()]
+    out = [f if pinned_end is None else dataclasses.replace(f, end=pinned_end(f)) for f in inst.fixed.values()]
     for j in order:
         out.append(state.place(j, choice[j], None if durations is None else durations[j], exclusive))
     return out
