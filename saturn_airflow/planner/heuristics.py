@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from .instance import Instance, Option
-from .list_scheduler import GpuState, evaluate
+from .list_scheduler import GpuState, evaluate, evaluate_node
 
 LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 CAP_FACTORS = (math.inf, 1.0, 1.05, 1.15, 1.3)
@@ -93,6 +93,9 @@ def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: 
         return best
     multi = [j for j in cur.order if len(inst.options[j]) > 1]
     base_free = GpuState(inst).free
+    nodes = range(len(base_free))
+    per_node = [evaluate_node(cur.order, cur.choice, k, base_free) for k in nodes]
+    cur.score = (max(m for m, _ in per_node), sum(t for _, t in per_node))
     t_start = time.monotonic()
     span = max(1e-9, deadline - t_start)
     t0 = temperature * start.makespan
@@ -114,12 +117,14 @@ def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: 
             if new == old:
                 continue
             choice[j] = new
+            touched = {old.node, new.node}
             undo = lambda: choice.__setitem__(j, old)  # noqa: E731
         elif kind < 0.7 and n > 1:
             a, b = rng.randrange(n), rng.randrange(n)
             if a == b:
                 continue
             order[a], order[b] = order[b], order[a]
+            touched = {choice[order[a]].node, choice[order[b]].node}
             undo = lambda: order.__setitem__(slice(None), _swapped(order, a, b))  # noqa: E731
         elif n > 1:
             a, b = rng.randrange(n), rng.randrange(n)
@@ -127,10 +132,14 @@ def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: 
                 continue
             job = order.pop(a)
             order.insert(b, job)
+            touched = {choice[job].node}
             undo = lambda: (order.pop(b), order.insert(a, job))  # noqa: E731
         else:
             continue
-        score = evaluate(inst, order, choice, base_free)
+        saved = {k: per_node[k] for k in touched}
+        for k in touched:
+            per_node[k] = evaluate_node(order, choice, k, base_free)
+        score = (max(m for m, _ in per_node), sum(t for _, t in per_node))
         e_new = _energy(score, n)
         if e_new <= e_cur or (temp > 0 and rng.random() < math.exp(-(e_new - e_cur) / temp)):
             cur.score, e_cur = score, e_new
@@ -138,7 +147,10 @@ def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: 
                 best = Solution(list(order), dict(choice), score, best.source)
         else:
             undo()
+            for k, v in saved.items():
+                per_node[k] = v
     best.source = (start.source + "+ls").lstrip("+")
+    best.score = evaluate(inst, best.order, best.choice)  # the one scorer, so scores compare exactly elsewhere
     return best
 
 

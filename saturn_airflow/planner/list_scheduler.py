@@ -71,22 +71,40 @@ def evaluate(inst: Instance, order: Sequence[int], choice: dict[int, Option], ba
     top = max((f.end for f in inst.fixed.values()), default=0.0)
     total = 0.0
     for j in order:
-        o = choice[j]
-        fl = free[o.node]
-        if o.gpus == 1:
-            k = min(range(len(fl)), key=fl.__getitem__)
-            start = fl[k]
-            end = start + o.runtime
-            fl[k] = end
-        else:
-            start = sorted(fl)[o.gpus - 1]
-            ready = [k for k in range(len(fl)) if fl[k] <= start + EPS]
-            ready.sort(key=lambda k: (-fl[k], k))
-            end = start + o.runtime
-            for k in ready[: o.gpus]:
-                fl[k] = end
+        end = _place_end(free[choice[j].node], choice[j])
         total += end
         if end > top:
             top = end
     return top, total
 
+
+def evaluate_node(order: Sequence[int], choice: dict[int, Option], node: int, base_free) -> tuple[float, float]:
+    """(makespan, sum of ends) of one node's list schedule: nodes do not interact, so a move that touches
+    one or two nodes is re-scored on those alone (the annealing's incremental score)."""
+    fl = list(base_free[node])
+    top = max(fl, default=0.0)
+    total = 0.0
+    for j in order:
+        o = choice[j]
+        if o.node == node:
+            end = _place_end(fl, o)
+            total += end
+            if end > top:
+                top = end
+    return top, total
+
+
+def _place_end(fl: list[float], o: Option) -> float:
+    """Place one job on a node's free-time list in place (best fit, as GpuState.place) and return its end."""
+    if o.gpus == 1:
+        k = min(range(len(fl)), key=fl.__getitem__)
+        end = fl[k] + o.runtime
+        fl[k] = end
+        return end
+    start = sorted(fl)[o.gpus - 1]
+    ready = [k for k in range(len(fl)) if fl[k] <= start + EPS]
+    ready.sort(key=lambda k: (-fl[k], k))
+    end = start + o.runtime
+    for k in ready[: o.gpus]:
+        fl[k] = end
+    return end
