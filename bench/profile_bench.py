@@ -48,6 +48,8 @@ def main() -> int:
     ap.add_argument("--out", default="profile_bench.json")
     ap.add_argument("--store", default=None, help="store folder (default: a fresh temporary one = cold cache)")
     ap.add_argument("--jobs", nargs="*", default=None, help="only these jobs")
+    ap.add_argument("--every-config", action="store_true",
+                    help="also run the first job of each profile under every other config of its table row")
     args = ap.parse_args()
     wl = load_workload(args.workload)
     devices = available_devices()
@@ -67,25 +69,35 @@ def main() -> int:
     print(f"profile cold {cold_s:.1f}s ({cold['trials_run']} trials, {cold['launches']} launches), "
           f"warm {warm_s:.1f}s ({warm['trials_run']} trials, {warm['cache_hits']} cache hits); naive trials {naive}")
 
-    rows = []
-    for jp in table.jobs:
-        best = min(jp.configs, key=lambda c: c.runtime_s)
-        ids = devices[:best.gpus]
+    def run_row(jp, cfg, kind: str) -> dict:
+        ids = devices[:cfg.gpus]
         with tempfile.TemporaryDirectory() as run_store:
-            r = run_job(wl, jp.name, parallelism=best.parallelism, knobs=best.knobs, device_ids=ids,
+            r = run_job(wl, jp.name, parallelism=cfg.parallelism, knobs=cfg.knobs, device_ids=ids,
                         store_url=run_store, plan_id="bench", log=lambda s: None)
         res = r.details.get("result", {})
         steps = wl.job(jp.name).steps
-        row = {"job": jp.name, "parallelism": best.parallelism, "devices": best.gpus, "knobs": best.knobs,
-               "status": r.status, "predicted_s": best.runtime_s, "measured_s": round(r.wall_s, 2),
-               "err_wall": round(r.wall_s / best.runtime_s - 1, 4),
-               "pred_loop_s": round(steps * best.step_s, 2), "loop_s": round(res.get("train_wall_s", 0.0), 2),
-               "pred_loop_cpu_s": round(steps * best.step_cpu_s, 2), "loop_cpu_s": round(res.get("train_cpu_s", 0.0), 2),
-               "startup_pred_s": best.startup_s}
+        row = {"job": jp.name, "kind": kind, "parallelism": cfg.parallelism, "devices": cfg.gpus, "knobs": cfg.knobs,
+               "status": r.status, "predicted_s": cfg.runtime_s, "measured_s": round(r.wall_s, 2),
+               "err_wall": round(r.wall_s / cfg.runtime_s - 1, 4),
+               "pred_loop_s": round(steps * cfg.step_s, 2), "loop_s": round(res.get("train_wall_s", 0.0), 2),
+               "pred_loop_cpu_s": round(steps * cfg.step_cpu_s, 2), "loop_cpu_s": round(res.get("train_cpu_s", 0.0), 2),
+               "startup_pred_s": cfg.startup_s}
         row["err_loop"] = round(row["loop_s"] / row["pred_loop_s"] - 1, 4) if row["pred_loop_s"] else None
         row["err_cpu"] = round(row["loop_cpu_s"] / row["pred_loop_cpu_s"] - 1, 4) if row["pred_loop_cpu_s"] else None
-        rows.append(row)
         print(json.dumps(row), flush=True)
+        return row
+
+    rows = [run_row(jp, min(jp.configs, key=lambda c: c.runtime_s), "fastest") for jp in table.jobs]
+    others = []
+    if args.every_config:
+        seen = set()
+        for jp in table.jobs:
+            fastest = min(jp.configs, key=lambda c: c.runtime_s)
+            key = fastest.model_extra.get("profile_key")
+            if key in seen:
+                continue
+            seen.add(key)
+            others += [run_row(jp, c, "other") for c in jp.configs if c is not fastest]
 
     train_s = sum(r["measured_s"] for r in rows)
     # the box's own noise: jobs sharing a profile do identical work, so their spread is the noise floor
@@ -104,20 +116,24 @@ def main() -> int:
                     "pruned_dominated": cold["pruned_dominated"], "static_infeasible": cold["static_infeasible"],
                     "warm_trials_run": warm["trials_run"], "warm_cache_hits": warm["cache_hits"],
                     "trial_device_s": round(cold["trial_device_s"], 1), "trials": cold["trials"]},
-        "jobs": rows, "train_total_s": round(train_s, 1),
+        "jobs": rows, "other_configs": others, "train_total_s": round(train_s, 1),
         "median_abs_err_wall": statistics.median(abs(r["err_wall"]) for r in rows),
         "median_abs_err_cpu": statistics.median(abs(r["err_cpu"]) for r in rows if r["err_cpu"] is not None),
         "same_work_spread": [round(x, 3) for x in noise],
         "table": json.loads(table.to_json()),
     }
+    if others:
+        out["median_abs_err_wall_all_configs"] = statistics.median(abs(r["err_wall"]) for r in rows + others)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"\nprofiling {cold_s:.1f}s = {100 * out['profile']['share_of_sweep']:.0f}% of profile+train; "
           f"median |pred-meas|/pred: wall {100 * out['median_abs_err_wall']:.1f}%, loop CPU {100 * out['median_abs_err_cpu']:.1f}%; "
           f"spread of identical jobs' wall time (max-min)/median: {[f'{100 * x:.0f}%' for x in noise]}")
+    if others:
+        print(f"with {len(others)} other configs: median |pred-meas|/pred wall {100 * out['median_abs_err_wall_all_configs']:.1f}%")
     print("| job | config | predicted s | measured s | err | loop pred/meas s | loop CPU pred/meas s | err CPU |")
     print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['job']} | {r['parallelism']} x{r['devices']} {r['knobs'] or ''} | {r['predicted_s']:.1f} | "
+    for r in rows + others:
+        print(f"| {r['job']}{' (other config)' if r['kind'] == 'other' else ''} | {r['parallelism']} x{r['devices']} {r['knobs'] or ''} | {r['predicted_s']:.1f} | "
               f"{r['measured_s']:.1f} | {100 * r['err_wall']:+.1f}% | {r['pred_loop_s']:.1f} / {r['loop_s']:.1f} | "
               f"{r['pred_loop_cpu_s']:.1f} / {r['loop_cpu_s']:.1f} | {100 * (r['err_cpu'] or 0):+.1f}% |")
     return 0

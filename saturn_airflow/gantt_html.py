@@ -131,14 +131,16 @@ def actual_spans(plan: Plan, records: dict[str, dict], now: float) -> tuple[floa
             end = float(rec.get("finished_at") or rec.get("updated_at") or now) - origin
         eta_end = None
         step, total, rate = rec.get("step"), rec.get("total"), rec.get("rate_steps_per_s")
+        recent = rec.get("recent_rate_steps_per_s")
+        pace = recent if isinstance(recent, (int, float)) and recent > 0 else rate  # the ETA follows the current pace
         if state == "running" and isinstance(step, (int, float)) and isinstance(total, (int, float)) \
-                and isinstance(rate, (int, float)) and rate > 0:
-            eta_end = end + max(0.0, (total - step) / rate)
+                and isinstance(pace, (int, float)) and pace > 0:
+            eta_end = end + max(0.0, (total - step) / pace)
         ids = rec.get("device_ids") or a.gpu_ids
         spans.append({
             "job": a.job, "node": rec.get("node") or a.node, "gpu_ids": [int(g) for g in ids],
             "start_s": max(0.0, start), "end_s": max(0.0, end), "eta_end_s": eta_end, "state": state,
-            "step": step, "total": total, "rate_steps_per_s": rate,
+            "step": step, "total": total, "rate_steps_per_s": rate, "recent_rate_steps_per_s": recent,
             "parallelism": rec.get("parallelism"),
         })
     return origin, spans
@@ -410,6 +412,8 @@ def _jobs_table(p: dict) -> str:
         state = s["state"] if s else "pending"
         prog = f'{s["step"]}/{s["total"]}' if s and s.get("total") else "-"
         rate = f'{s["rate_steps_per_s"]:.2f}/s' if s and isinstance(s.get("rate_steps_per_s"), (int, float)) else "-"
+        if s and s["state"] == "running" and isinstance(s.get("recent_rate_steps_per_s"), (int, float)):
+            rate = f'{s["recent_rate_steps_per_s"]:.2f}/s now, {rate} avg'
         eta = fmt_s(s["eta_end_s"] - s["end_s"]) if s and s["eta_end_s"] is not None else "-"
         rows.append(f'<tr data-job="{_e(a["job"])}"><td>{_e(a["job"])}</td><td>{_e(a["parallelism"])}</td>'
                     f'<td>{a["gpus"]}</td><td>{_e(a["node"])}: {_e(",".join(map(str, a["gpu_ids"])))}</td>'

@@ -50,6 +50,15 @@ class ProgressReporter:
         self.t_first: Optional[float] = None
         self.last_put = 0.0
         self.last_loss: Optional[float] = None
+        self.window: Optional[tuple[float, int]] = None  # (time, step) at the previous record
+
+    def _recent_rate(self, now: float, step: int) -> Optional[float]:
+        """Steps per second since the previous record: what the job does now, where the whole-run rate
+        still carries the start and any earlier slow phase (a co-tenant that came and went)."""
+        prev, self.window = self.window, (now, step)
+        if prev is None or now <= prev[0] or step <= prev[1]:
+            return None
+        return (step - prev[1]) / (now - prev[0])
 
     def _record(self, state: str, step: int, finished: bool = False) -> dict:
         now = time.time()
@@ -57,7 +66,7 @@ class ProgressReporter:
         if self.t_first is not None and step > self.start_step and now > self.t_first:
             rate = (step - self.start_step) / (now - self.t_first)
         rec = {"plan_id": self.plan_id, "state": state, "step": step, "total": self.total,
-               "rate_steps_per_s": rate, "started_at": self.started_at, "updated_at": now,
+               "rate_steps_per_s": rate, "recent_rate_steps_per_s": self._recent_rate(now, step), "started_at": self.started_at, "updated_at": now,
                "finished_at": now if finished else None, "parallelism": self.parallelism,
                "device_ids": self.device_ids, "start_step": self.start_step, "loss": self.last_loss}
         return rec

@@ -176,3 +176,22 @@ def test_checkpoints_new_dir_each_atomic_pointer_partial_dirs_ignored(tmp_path):
         assert torch.equal(a, b), n
     os.remove(os.path.join(second, ".metadata"))  # pointer to an incomplete dir: treated as no checkpoint
     assert read_latest(str(tmp_path)) is None
+
+
+def test_progress_records_carry_the_recent_rate(tmp_path, monkeypatch):
+    """The whole-run rate keeps a slow start; the recent rate is the pace since the previous record."""
+    from saturn_airflow import runner
+
+    now = [100.0]
+    monkeypatch.setattr(runner.time, "time", lambda: now[0])
+    rep = runner.ProgressReporter(workload="w", job="j", plan_id="p", parallelism="ddp", device_ids=[0],
+                                  store_url=str(tmp_path), every_s=0.0)
+    rep.start(0, 100)
+    now[0] = 110.0
+    rep.update(10, 1.0)  # 10 steps in 10 s
+    now[0] = 115.0
+    rep.update(30, 1.0)  # then 20 steps in 5 s
+    rec = ProgressStore(Store(str(tmp_path))).get("w", "j")
+    assert rec["step"] == 30
+    assert rec["rate_steps_per_s"] == pytest.approx(30 / 15)
+    assert rec["recent_rate_steps_per_s"] == pytest.approx(20 / 5)

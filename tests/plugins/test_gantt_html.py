@@ -110,3 +110,18 @@ def test_records_of_another_lineage_are_ignored():
     stale = {"f": {"plan_id": "older-sweep", "state": "done", "started_at": sample.T0, "finished_at": sample.T0 + 9}}
     data = chart_data(plans, {**sample.progress(), **stale}, now=sample.T0 + 130)
     assert "f" not in {s["job"] for p in data["plans"] for s in p["actual"]}
+
+
+def test_eta_follows_the_recent_rate_when_the_record_has_one():
+    recs = sample.progress()
+    now = sample.T0 + 130
+
+    def span_b(records):
+        v2 = chart_data(sample.lineage(), records, now=now)["plans"][1]
+        return next(s for s in v2["actual"] if s["job"] == "b")
+
+    base = span_b(recs)
+    recs["b"] = {**recs["b"], "recent_rate_steps_per_s": 0.5}  # slowed down to half its average pace
+    slow = span_b(recs)
+    assert slow["eta_end_s"] - slow["end_s"] == pytest.approx(2 * (base["eta_end_s"] - base["end_s"]))
+    assert "0.50/s now, 1.00/s avg" in render_html(sample.lineage(), recs, now=now)
