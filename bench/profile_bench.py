@@ -111,7 +111,7 @@ def main() -> int:
         f"{os.cpu_count()} cores, Python {platform.python_version()}", "load_avg_start": load0,
         "load_avg_end": os.getloadavg(), "devices": devices,
         "profile": {"cold_s": round(cold_s, 1), "warm_s": round(warm_s, 1), "share_of_sweep": round(cold_s / (cold_s + train_s), 3),
-                    "naive_trials": naive, "trials_run": cold["trials_run"], "launches": cold["launches"],
+                    "naive_trials": naive, "trials_run": cold["trials_run"], "confirm_trials": cold.get("confirm_trials", 0), "launches": cold["launches"],
                     "deduplicated_jobs": cold["deduplicated_jobs"], "pruned_oom": cold["pruned_oom"],
                     "pruned_dominated": cold["pruned_dominated"], "static_infeasible": cold["static_infeasible"],
                     "warm_trials_run": warm["trials_run"], "warm_cache_hits": warm["cache_hits"],

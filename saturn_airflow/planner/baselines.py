@@ -62,20 +62,19 @@ def _best_at_most(inst: Instance, j: int, node: int, gpus: int) -> Optional[Opti
     return _fastest(opts) if opts else None
 
 
-def _spread(inst: Instance, rng: random.Random) -> dict[int, int]:
-    """Jobs to nodes at random, weighted by GPU count (the paper's multi-node baselines), among nodes that fit."""
-    out = {}
+def _spread(inst: Instance, rng: random.Random) -> dict[int, list[int]]:
+    """Per node, its jobs: each job to a random node that fits it, weighted by GPU count (the paper's
+    multi-node baselines)."""
+    out: dict[int, list[int]] = {n: [] for n in range(len(inst.node_gpus))}
     for j in inst.free_jobs:
         nodes = sorted({o.node for o in inst.all_options[j]})
-        out[j] = rng.choices(nodes, weights=[inst.node_gpus[n] for n in nodes])[0] if len(nodes) > 1 else nodes[0]
+        out[rng.choices(nodes, weights=[inst.node_gpus[n] for n in nodes])[0] if len(nodes) > 1 else nodes[0]].append(j)
     return out
 
 
 def min_heuristic(inst: Instance, rng: random.Random) -> list[Placement]:
-    node_of = _spread(inst, rng)
     choice: dict[int, Option] = {}
-    for n in range(len(inst.node_gpus)):
-        jobs = [j for j in inst.free_jobs if node_of[j] == n]
+    for n, jobs in _spread(inst, rng).items():
         share = max(1, inst.node_gpus[n] // max(1, len(jobs)))
         for j in jobs:
             choice[j] = _best_at_most(inst, j, n, share) or min(
@@ -103,10 +102,8 @@ def _optimus_alloc(inst: Instance, jobs: list[int], n: int) -> dict[int, int]:
 
 def optimus_greedy(inst: Instance, rng: random.Random) -> list[Placement]:
     """Per node, jobs in waves that fit side by side at their fewest GPUs; Alg. 1 apportions each wave's node."""
-    node_of = _spread(inst, rng)
     choice: dict[int, Option] = {}
-    for n in range(len(inst.node_gpus)):
-        jobs = [j for j in inst.free_jobs if node_of[j] == n]
+    for n, jobs in _spread(inst, rng).items():
         wave: list[int] = []
         used = 0
         for j in jobs + [None]:

@@ -119,7 +119,20 @@ def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: 
             choice[j] = new
             touched = {old.node, new.node}
             undo = lambda: choice.__setitem__(j, old)  # noqa: E731
-        elif kind < 0.7 and n > 1:
+        elif kind < 0.55 and len(nodes) > 1 and n > 1:
+            # exchange nodes: two jobs trade places across nodes, each at its GPU count on the other's
+            # node if it has one (a single option move cannot do this without first unbalancing a node)
+            ja, jb = order[rng.randrange(n)], order[rng.randrange(n)]
+            oa, ob = choice[ja], choice[jb]
+            if oa.node == ob.node:
+                continue
+            na, nb = _on_node(inst, ja, ob.node, oa.gpus, rng), _on_node(inst, jb, oa.node, ob.gpus, rng)
+            if na is None or nb is None:
+                continue
+            choice[ja], choice[jb] = na, nb
+            touched = {oa.node, ob.node}
+            undo = lambda: (choice.__setitem__(ja, oa), choice.__setitem__(jb, ob))  # noqa: E731
+        elif kind < 0.75 and n > 1:
             a, b = rng.randrange(n), rng.randrange(n)
             if a == b:
                 continue
@@ -152,6 +165,13 @@ def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: 
     best.source = (start.source + "+ls").lstrip("+")
     best.score = evaluate(inst, best.order, best.choice)  # the one scorer, so scores compare exactly elsewhere
     return best
+
+
+def _on_node(inst: Instance, j: int, node: int, gpus: int, rng: random.Random) -> Optional[Option]:
+    """Job j's option on `node` with `gpus` GPUs if it has one, else a random one there (None: none there)."""
+    here = [o for o in inst.options[j] if o.node == node]
+    same = [o for o in here if o.gpus == gpus]
+    return same[0] if same else (rng.choice(here) if here else None)
 
 
 def _swapped(order: list[int], a: int, b: int) -> list[int]:
