@@ -87,23 +87,23 @@ def main() -> int:
         print(json.dumps(row), flush=True)
         return row
 
-    rows = [run_row(jp, min(jp.configs, key=lambda c: c.runtime_s), "fastest") for jp in table.jobs]
+    fastest = {jp.name: min(jp.configs, key=lambda c: c.runtime_s) for jp in table.jobs}
+    rows = [run_row(jp, fastest[jp.name], "fastest") for jp in table.jobs]
     others = []
     if args.every_config:
         seen = set()
         for jp in table.jobs:
-            fastest = min(jp.configs, key=lambda c: c.runtime_s)
-            key = fastest.model_extra.get("profile_key")
+            key = fastest[jp.name].model_extra.get("profile_key")
             if key in seen:
                 continue
             seen.add(key)
-            others += [run_row(jp, c, "other") for c in jp.configs if c is not fastest]
+            others += [run_row(jp, c, "other") for c in jp.configs if c is not fastest[jp.name]]
 
     train_s = sum(r["measured_s"] for r in rows)
     # the box's own noise: jobs sharing a profile do identical work, so their spread is the noise floor
     by_key: dict = {}
     for jp, r in zip(table.jobs, rows):
-        key = min(jp.configs, key=lambda c: c.runtime_s).model_extra.get("profile_key")
+        key = fastest[jp.name].model_extra.get("profile_key")
         by_key.setdefault(key, []).append(r["measured_s"])
     noise = [(max(v) - min(v)) / statistics.median(v) for v in by_key.values() if len(v) > 1]
     out = {

@@ -269,20 +269,28 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
     def label(t: Trial) -> str:
         return f"{t.job.name} {t.parallelism} x{t.n}"
 
+    def launched(t: Trial, result: dict, source: str) -> None:
+        """Account for one trial (a launch, or a cache hit/pruning when source says so)."""
+        if source in ("run", "confirm"):
+            stats.launches += result.get("attempts", 1)
+            stats.trial_device_s += result.get("trial_wall_s", 0.0) * t.n
+        stats.trials.append({"job": t.job.name, "parallelism": t.parallelism, "devices": t.n, "source": source,
+                             "status": result.get("status"), "step_s": result.get("step_s"),
+                             "reason": result.get("reason"), "trial_wall_s": result.get("trial_wall_s")})
+
+    def remember(t: Trial) -> None:
+        if use_cache and t.result["status"] in ("ok", "infeasible", "oom"):  # errors may be transient
+            store.write_json(f"profiles/{t.key_id}.json", {"key": t.key, "result": t.result, "at": time.time()})
+
     def resolve(t: Trial, result: dict, source: str) -> None:
         t.result, t.source = result, source
         if source == "run":
             stats.trials_run += 1
-            stats.launches += result.get("attempts", 1)
-            stats.trial_device_s += result.get("trial_wall_s", 0.0) * t.n
-            if use_cache and result["status"] in ("ok", "infeasible", "oom"):  # errors may be transient
-                store.write_json(f"profiles/{t.key_id}.json", {"key": t.key, "result": result, "at": time.time()})
+            remember(t)
         what = (f"{result['step_s']:.4f} s/step knobs {result.get('knobs')}" if result["status"] == "ok"
                 else f"{result['status']}: {result.get('reason')}")
         say(f"[profile] {label(t)} ({source}): {what}")
-        stats.trials.append({"job": t.job.name, "parallelism": t.parallelism, "devices": t.n, "source": source,
-                             "status": result["status"], "step_s": result.get("step_s"),
-                             "reason": result.get("reason"), "trial_wall_s": result.get("trial_wall_s")})
+        launched(t, result, source)
 
     def blocker(t: Trial) -> Optional[str]:
         """'wait' while an earlier trial decides this one; a reason string if it is pruned; None if ready."""
@@ -364,19 +372,14 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
             r2 = run_trial(wpath, t.job.name, t.parallelism, devices[:t.n], warmup=warmup, measure=measure,
                            measure_s=measure_s, timeout_s=trial_timeout_s)
             stats.confirm_trials += 1
-            stats.launches += r2.get("attempts", 1)
-            stats.trial_device_s += r2.get("trial_wall_s", 0.0) * t.n
-            stats.trials.append({"job": t.job.name, "parallelism": t.parallelism, "devices": t.n, "source": "confirm",
-                                 "status": r2.get("status"), "step_s": r2.get("step_s"), "reason": r2.get("reason"),
-                                 "trial_wall_s": r2.get("trial_wall_s")})
+            launched(t, r2, "confirm")
             if r2.get("status") != "ok" or r2.get("knobs") != t.result.get("knobs"):
                 say(f"[profile] {label(t)}: second trial not comparable ({r2.get('status')}), keeping the first")
                 continue
             first = t.result["step_s"]
             t.result = merge_trials(t.result, r2)
             say(f"[profile] {label(t)}: {first:.4f} and {r2['step_s']:.4f} s/step -> {t.result['step_s']:.4f}")
-            if use_cache:
-                store.write_json(f"profiles/{t.key_id}.json", {"key": t.key, "result": t.result, "at": time.time()})
+            remember(t)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

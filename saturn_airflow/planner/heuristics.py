@@ -95,7 +95,7 @@ def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: 
     base_free = GpuState(inst).free
     nodes = range(len(base_free))
     per_node = [evaluate_node(cur.order, cur.choice, k, base_free) for k in nodes]
-    cur.score = (max(m for m, _ in per_node), sum(t for _, t in per_node))
+    cur.score = _combined(per_node)
     t_start = time.monotonic()
     span = max(1e-9, deadline - t_start)
     t0 = temperature * start.makespan
@@ -152,7 +152,7 @@ def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: 
         saved = {k: per_node[k] for k in touched}
         for k in touched:
             per_node[k] = evaluate_node(order, choice, k, base_free)
-        score = (max(m for m, _ in per_node), sum(t for _, t in per_node))
+        score = _combined(per_node)
         e_new = _energy(score, n)
         if e_new <= e_cur or (temp > 0 and rng.random() < math.exp(-(e_new - e_cur) / temp)):
             cur.score, e_cur = score, e_new
@@ -165,6 +165,11 @@ def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: 
     best.source = (start.source + "+ls").lstrip("+")
     best.score = evaluate(inst, best.order, best.choice)  # the one scorer, so scores compare exactly elsewhere
     return best
+
+
+def _combined(per_node: list[tuple[float, float]]) -> tuple[float, float]:
+    """The whole schedule's (makespan, sum of ends) from each node's."""
+    return max(m for m, _ in per_node), sum(t for _, t in per_node)
 
 
 def _on_node(inst: Instance, j: int, node: int, gpus: int, rng: random.Random) -> Optional[Option]:
