@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from saturn_airflow.plan import check_plan  # noqa: E402
+from saturn_airflow.spec.plan import check_plan  # noqa: E402
 from saturn_airflow.planner import BASELINES, plan_table  # noqa: E402
 from saturn_airflow.planner.generate import adaptdl, saturn_shaped, synthetic  # noqa: E402
 

@@ -24,12 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from saturn_airflow.devices import available_devices  # noqa: E402
-from saturn_airflow.launch import run_job  # noqa: E402
+from saturn_airflow.execution.devices import available_devices  # noqa: E402
+from saturn_airflow.execution.launch import run_job  # noqa: E402
 from saturn_airflow.parallelisms import get_parallelism  # noqa: E402
-from saturn_airflow.profiler import device_counts, profile_workload  # noqa: E402
-from saturn_airflow.store import Store  # noqa: E402
-from saturn_airflow.workload import load_workload  # noqa: E402
+from saturn_airflow.profiling.profiler import device_counts, profile_workload  # noqa: E402
+from saturn_airflow.store.files import Store  # noqa: E402
+from saturn_airflow.spec.workload import load_workload  # noqa: E402
 
 
 def naive_trials(wl, n_dev: int) -> int:

@@ -28,8 +28,8 @@ def main() -> None:
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="saturn-render-")
     os.environ["SATURN_HOME"] = tmp
-    from saturn_airflow.render import synthetic_plan
-    from saturn_airflow.store import PlanStore, Store
+    from saturn_airflow.tasks.render import synthetic_plan
+    from saturn_airflow.store.files import PlanStore, Store
 
     ps = PlanStore(Store(tmp))
     for i in range(args.plans):

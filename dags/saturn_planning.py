@@ -18,7 +18,7 @@ from saturn_airflow.operators.planning import (
     SaturnSolveOperator,
     SaturnValidateOperator,
 )
-from saturn_airflow.render import PLANNING_DAG_ID
+from saturn_airflow.tasks.render import PLANNING_DAG_ID
 
 with DAG(
     dag_id=PLANNING_DAG_ID,

@@ -16,8 +16,10 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from saturn_airflow import orchestrate, settings
-from saturn_airflow.render import PLANNING_DAG_ID
+from saturn_airflow import settings
+
+from saturn_airflow.tasks import orchestrate
+from saturn_airflow.tasks.render import PLANNING_DAG_ID
 
 from .triggers import DriftTrigger
 

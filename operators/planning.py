@@ -1,6 +1,6 @@
 """Planning operators: validate -> ensure pools -> profile (per node) -> solve -> publish.
 
-They only translate between Airflow and the engine (saturn_airflow.orchestrate / profiler / planner /
+They only translate between Airflow and the engine (saturn_airflow.tasks.orchestrate / profiler / planner /
 replan); all heavy work happens in execute(), never at parse time. Data between steps: small XComs
 (paths, ids) and the store (tables, staged plans).
 """
@@ -13,9 +13,11 @@ from typing import Any, Optional
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from saturn_airflow import orchestrate, settings
+from saturn_airflow import settings
+
+from saturn_airflow.tasks import orchestrate
 from saturn_airflow.errors import SaturnInputError
-from saturn_airflow.store import PlanStore, Store
+from saturn_airflow.store.files import PlanStore, Store
 
 
 def _store(url: Optional[str]) -> Store:
@@ -122,15 +124,15 @@ class SaturnProfileOperator(BaseOperator):
         self.node, self.validate_task_id, self.store_url = node, validate_task_id, store_url
 
     def execute(self, context):
-        from saturn_airflow import leases
-        from saturn_airflow.workload import load_workload
+        from saturn_airflow.execution import leases
+        from saturn_airflow.spec.workload import load_workload
 
         info = context["ti"].xcom_pull(task_ids=self.validate_task_id)
         node = self.node or info["nodes"][0]
         if info.get("replan_of"):
             self.log.info("re-plan: profiling nothing; the planner uses the stored table and observed rates")
             return None
-        from saturn_airflow.profiler import profile_workload  # torch side (issue 3); heavy import
+        from saturn_airflow.profiling.profiler import profile_workload  # torch side (issue 3); heavy import
 
         store = _store(self.store_url)
         wl = load_workload(info["workload_path"])
@@ -168,9 +170,9 @@ class SaturnSolveOperator(BaseOperator):
 
     def execute(self, context):
         from saturn_airflow.planner import plan_table
-        from saturn_airflow.plan import Plan
-        from saturn_airflow.profile_table import parse_profile_table
-        from saturn_airflow.workload import load_workload
+        from saturn_airflow.spec.plan import Plan
+        from saturn_airflow.spec.profile_table import parse_profile_table
+        from saturn_airflow.spec.workload import load_workload
 
         info = context["ti"].xcom_pull(task_ids=self.validate_task_id)
         store = _store(self.store_url)
@@ -196,8 +198,8 @@ class SaturnSolveOperator(BaseOperator):
         return plan.plan_id
 
     def _replan(self, context, info, store, wl, solver, time_limit):
-        from saturn_airflow import replan
-        from saturn_airflow.store import ProgressStore
+        from saturn_airflow.control import replan
+        from saturn_airflow.store.files import ProgressStore
 
         ps = PlanStore(store)
         parent = ps.get(info["replan_of"])
@@ -233,7 +235,7 @@ class SaturnPublishOperator(BaseOperator):
         self.solve_task_id, self.store_url = solve_task_id, store_url
 
     def execute(self, context):
-        from saturn_airflow.render import dag_id
+        from saturn_airflow.tasks.render import dag_id
 
         plan_id = context["ti"].xcom_pull(task_ids=self.solve_task_id)
         if not plan_id:

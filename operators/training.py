@@ -4,7 +4,7 @@
 - skips when its plan was superseded before it started (the newer plan runs the job), unless the
   newer plan keeps this very job running here;
 - leases the job and its devices (waiting while another holder has them), then calls
-  saturn_airflow.launch.run_job, streaming its progress lines into the task log;
+  saturn_airflow.execution.launch.run_job, streaming its progress lines into the task log;
 - while running, stops (checkpoint, exit "preempted") when a newer plan preempts the job; the task
   then ends SKIPPED and the job resumes from its checkpoint in the newer plan's DAG;
 - a failed attempt raises, and Airflow's retry resumes from the latest checkpoint.
@@ -20,8 +20,12 @@ from typing import Optional
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from saturn_airflow import leases, orchestrate, settings
-from saturn_airflow.store import PlanStore, Store
+from saturn_airflow import settings
+
+from saturn_airflow.execution import leases
+
+from saturn_airflow.tasks import orchestrate
+from saturn_airflow.store.files import PlanStore, Store
 
 
 class SaturnTrainOperator(BaseOperator):
@@ -70,7 +74,7 @@ class SaturnTrainOperator(BaseOperator):
             return self._run(store, plan, a, context)
 
     def _run(self, store: Store, plan, a, context) -> dict:
-        from saturn_airflow.launch import run_job  # torch side (issue 3)
+        from saturn_airflow.execution.launch import run_job  # torch side (issue 3)
 
         wl_path = (plan.model_extra or {}).get("workload_path")
         preempted_by: list[str] = []

@@ -1,7 +1,7 @@
 """The plugin's FastAPI app (mounted at /saturn by the api-server): plan pages and a JSON API.
 
 It only translates: plans and progress come from the stores, the chart from
-saturn_airflow.gantt_html. Plugin apps are open by default, so every route depends on `authorize`,
+saturn_airflow.views.gantt_html. Plugin apps are open by default, so every route depends on `authorize`,
 which runs Airflow's own `get_user` (Bearer JWT or the UI's `_token` cookie, checked by the configured
 auth manager) and then asks that auth manager whether the user may read the plan's DAG.
 Airflow's API modules are imported lazily: the scheduler and DAG processor load this plugin too.
@@ -14,10 +14,12 @@ from typing import Any, Optional
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from saturn_airflow import gantt_html, settings
-from saturn_airflow.plan import Plan
-from saturn_airflow.render import dag_id as plan_dag_id, plan_id_of
-from saturn_airflow.store import PlanStore, ProgressStore, Store
+from saturn_airflow import settings
+
+from saturn_airflow.views import gantt_html
+from saturn_airflow.spec.plan import Plan
+from saturn_airflow.tasks.render import dag_id as plan_dag_id, plan_id_of
+from saturn_airflow.store.files import PlanStore, ProgressStore, Store
 
 REFRESH_S = 15
 

@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from .atomic import write_atomic
-from .errors import SaturnInputError
+from saturn_airflow.store.atomic import write_atomic
+from saturn_airflow.errors import SaturnInputError
 
 EXAMPLE = "saturn_sweep.json"
 
@@ -52,7 +52,7 @@ def _nonneg_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .planner import BASELINES, DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, SOLVERS
+    from saturn_airflow.planner import BASELINES, DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, SOLVERS
 
     p = _OneLineParser(prog="saturn", description="Plan sweeps of training jobs onto GPUs (Saturn's SPASE MILP).")
     sub = p.add_subparsers(dest="command", parser_class=_OneLineParser)
@@ -119,7 +119,7 @@ def _example_path() -> str:
 
 def _profile(workload, verbose: bool):
     try:
-        from .profiler import profile_workload
+        from saturn_airflow.profiling.profiler import profile_workload
     except ImportError as e:
         raise _ComponentMissing(f"the profiler is not available ({e}); plan a profile table (.json) instead")
     progress = (lambda msg: print(msg, file=sys.stderr)) if verbose else None
@@ -128,8 +128,8 @@ def _profile(workload, verbose: bool):
 
 def load_plan_input(path: str, verbose: bool = False):
     """A profile table from a .json file, or a workload from .yaml/.yml profiled first. Returns (table, name)."""
-    from .profile_table import parse_profile_table
-    from .workload import parse_workload
+    from saturn_airflow.spec.profile_table import parse_profile_table
+    from saturn_airflow.spec.workload import parse_workload
 
     suffix = Path(path).suffix.lower()
     if suffix in (".yaml", ".yml"):
@@ -151,7 +151,7 @@ def load_plan_input(path: str, verbose: bool = False):
 
 def load_plan_file(path: str):
     """A plan JSON, checked for self-consistency (GPU overlaps, runtimes, makespan, `after`)."""
-    from .plan import parse_plan
+    from saturn_airflow.spec.plan import parse_plan
 
     text = _read_text(path, "plan")
     try:
@@ -173,8 +173,8 @@ def load_plan_file(path: str):
 
 def self_violations(plan) -> list[str]:
     """DESIGN.md's validity rules that need no profile table: the plan against a table made from itself."""
-    from .plan import plan_violations
-    from .profile_table import ProfileTable
+    from saturn_airflow.spec.plan import plan_violations
+    from saturn_airflow.spec.profile_table import ProfileTable
 
     nodes: dict[str, int] = {}
     for a in plan.assignments:
@@ -198,8 +198,8 @@ def self_violations(plan) -> list[str]:
 
 # --- commands -------------------------------------------------------------------------------------
 def cmd_plan(args) -> int:
-    from .gantt import render
-    from .planner import plan_table
+    from saturn_airflow.views.gantt import render
+    from saturn_airflow.planner import plan_table
 
     _check_writable(args.output)
     path = args.input or _example_path()
@@ -217,13 +217,13 @@ def cmd_plan(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .gantt import render
+    from saturn_airflow.views.gantt import render
 
     _check_writable(args.html)
     plan = load_plan_file(args.plan)
     node_gpus, table = None, None
     if args.table:
-        from .plan import plan_violations
+        from saturn_airflow.spec.plan import plan_violations
 
         table, _ = load_plan_input(args.table)
         bad = plan_violations(plan, table)
@@ -233,12 +233,12 @@ def cmd_show(args) -> int:
     print(render(plan, width=args.width, node_gpus=node_gpus))
     if args.html:
         try:
-            from .gantt_html import render_html
+            from saturn_airflow.views.gantt_html import render_html
         except ImportError as e:
             raise _ComponentMissing(f"HTML rendering is not available ({e})")
         baseline = None
         if table is not None:  # the table gives every lane and the current-practice figure
-            from .planner import plan_table
+            from saturn_airflow.planner import plan_table
 
             baseline = plan_table(table, baseline="current-practice", workload=plan.workload).makespan_s
         _write_atomic(args.html, render_html(plans=[plan], progress=None, baseline_makespan_s=baseline,
@@ -248,7 +248,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from .simulate import render_result, simulate
+    from saturn_airflow.planner.simulate import render_result, simulate
 
     plan = load_plan_file(args.plan)
     print(render_result(simulate(plan, noise=args.noise, seed=args.seed)))
@@ -256,7 +256,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from .workload import parse_workload
+    from saturn_airflow.spec.workload import parse_workload
 
     _check_writable(args.output)
     workload = parse_workload(_read_text(args.workload, "workload"), source=args.workload)

@@ -4,7 +4,7 @@ Plain data, no Airflow import. The `[saturn]` config section declared here is re
 every option also works from the environment as AIRFLOW__SATURN__<OPTION>.
 """
 
-from . import __version__
+from saturn_airflow import __version__
 
 
 def get_provider_info() -> dict:

@@ -69,7 +69,7 @@ def get_int(option: str) -> int:
 
 def store_url() -> str:
     """$SATURN_HOME, else [saturn] store_url, else store.py's default ($AIRFLOW_HOME/saturn)."""
-    from .store import default_store_url
+    from saturn_airflow.store.files import default_store_url
 
     return os.environ.get("SATURN_HOME") or get("store_url") or default_store_url()
 

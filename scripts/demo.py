@@ -79,8 +79,8 @@ def healthy(api: Api) -> bool:
 
 def ensure_pools(api: Api, workload_path: str) -> list[str]:
     """One pool per node, one slot per device (the planning DAG checks them again)."""
-    from saturn_airflow.orchestrate import nodes_of, pool_specs
-    from saturn_airflow.workload import load_workload
+    from saturn_airflow.tasks.orchestrate import nodes_of, pool_specs
+    from saturn_airflow.spec.workload import load_workload
 
     names = []
     for p in pool_specs(nodes_of(load_workload(workload_path))):
@@ -114,7 +114,7 @@ class Reporter:
         self.say(dag_id + run_id, f"{dag_id}: " + " ".join(parts))
 
     def jobs(self, progress: dict[str, dict]) -> None:
-        from saturn_airflow.gantt_html import fmt_s
+        from saturn_airflow.views.gantt_html import fmt_s
 
         for job, r in sorted(progress.items()):
             if not r:
@@ -158,9 +158,11 @@ def main(argv=None) -> int:
     ap.add_argument("--html", default=None, help="also write the Gantt chart here")
     a = ap.parse_args(argv)
 
-    from saturn_airflow import gantt_html, settings
-    from saturn_airflow.render import PLANNING_DAG_ID, dag_id
-    from saturn_airflow.store import PlanStore, ProgressStore, Store
+    from saturn_airflow import settings
+
+    from saturn_airflow.views import gantt_html
+    from saturn_airflow.tasks.render import PLANNING_DAG_ID, dag_id
+    from saturn_airflow.store.files import PlanStore, ProgressStore, Store
 
     api = Api(a.base_url)
     t0 = time.time()

@@ -48,7 +48,7 @@ if [ ! -s "$DEMO/passwords.json" ]; then  # a fresh random password, kept across
 fi
 if [ ! -s "$DEMO/secret" ]; then "$PY" -c "import secrets; print(secrets.token_hex(32))" > "$DEMO/secret"; fi
 PW=$("$PY" -c "import json; print(json.load(open('$DEMO/passwords.json'))['admin'])")
-DEVICES=$("$PY" -c "from saturn_airflow.cluster import local_cluster; print(local_cluster().total_gpus)")
+DEVICES=$("$PY" -c "from saturn_airflow.spec.cluster import local_cluster; print(local_cluster().total_gpus)")
 PARALLELISM=$(( DEVICES + 4 ))
 
 cat > "$DEMO/env.sh" <<ENV

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from saturn_airflow import cli
-from saturn_airflow.plan import parse_plan
-from saturn_airflow.profile_table import load_profile_table
+from saturn_airflow.spec.plan import parse_plan
+from saturn_airflow.spec.profile_table import load_profile_table
 
 BAD = Path(__file__).parent / "data" / "bad_inputs"
 CASES = json.loads((BAD / "cases.json").read_text())
@@ -51,7 +51,7 @@ def test_plan_example_writes_valid_plan(tmp_path, capsys):
     assert code == 0
     assert "gpu0" in stdout and "lower bound" in stdout
     plan = parse_plan(out.read_text())
-    from saturn_airflow.plan import check_plan
+    from saturn_airflow.spec.plan import check_plan
     from importlib import resources
 
     table = load_profile_table(resources.files("saturn_airflow.examples").joinpath(cli.EXAMPLE))
@@ -73,7 +73,7 @@ def test_plan_baseline_then_show_and_simulate(baseline, tmp_path, capsys):
 def test_profile_without_profiler_is_one_line(tmp_path, capsys, monkeypatch):
     wl = tmp_path / "w.yaml"
     wl.write_text("name: s\ncluster: {nodes: [{name: n0, gpus: 2}]}\njobs:\n  - {name: a, model: m.x:f, data: m.x:g, batch_size: 4, steps: 5}\n")
-    monkeypatch.setitem(sys.modules, "saturn_airflow.profiler", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "saturn_airflow.profiling.profiler", None)  # as if not installed
     code, out, err = run(["profile", str(wl), "-o", str(tmp_path / "t.json")], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1 and "profiler" in err
     assert not (tmp_path / "t.json").exists()
@@ -84,7 +84,7 @@ def test_show_html_without_renderer_is_one_line(tmp_path, capsys, monkeypatch):
     table.write_text((BAD / "ok_table.json").read_text())
     out = tmp_path / "p.json"
     assert run(["plan", str(table), "--baseline", "max-heuristic", "-o", str(out)], capsys)[0] == 0
-    monkeypatch.setitem(sys.modules, "saturn_airflow.gantt_html", None)
+    monkeypatch.setitem(sys.modules, "saturn_airflow.views.gantt_html", None)
     code, _, err = run(["show", str(out), "--html", str(tmp_path / "x.html")], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.html").exists()

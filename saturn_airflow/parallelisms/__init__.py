@@ -14,10 +14,10 @@ import os
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from ..workload import BUILTIN_PARALLELISMS, PARALLELISM_GROUP
+from saturn_airflow.spec.workload import BUILTIN_PARALLELISMS, PARALLELISM_GROUP
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .base import Parallelism
+    from saturn_airflow.parallelisms.base import Parallelism
 
 _BUILTIN_PATHS = {
     "single": "saturn_airflow.parallelisms.single:Single",
@@ -58,7 +58,7 @@ def _load(target: str):
 
 def get_parallelism(name: str) -> "Parallelism":
     """An instance of the parallelism registered under `name`; KeyError naming the known ones otherwise."""
-    from .base import Parallelism
+    from saturn_airflow.parallelisms.base import Parallelism
 
     reg = registry()
     if name not in reg:

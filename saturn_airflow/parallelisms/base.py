@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from ..devices import Devices, MemoryMeter, synchronize
+from saturn_airflow.execution.devices import Devices, MemoryMeter, synchronize
 
 
 # ---- the job's factories ------------------------------------------------------------------------
@@ -374,7 +374,7 @@ class Parallelism:
             "first_steps_extra_s": max(0.0, warm - warmup * med),
         }
         if roundtrip_dir:
-            from ..checkpoint import CheckpointManager
+            from saturn_airflow.execution.checkpoint import CheckpointManager
 
             ck = CheckpointManager(roundtrip_dir, devices=devices, keep=1)
             t0 = time.perf_counter()

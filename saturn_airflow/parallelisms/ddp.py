@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch.nn.parallel import DistributedDataParallel
 
-from ..devices import Devices
-from .base import DataParallelTrainer, Parallelism, apply_activation_checkpointing, blocks, build_model, make_optimizer
+from saturn_airflow.execution.devices import Devices
+from saturn_airflow.parallelisms.base import DataParallelTrainer, Parallelism, apply_activation_checkpointing, blocks, build_model, make_optimizer
 
 
 class DDP(Parallelism):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..devices import Devices, supports_bf16
-from .base import DataParallelTrainer, Parallelism, apply_activation_checkpointing, blocks, build_model, make_optimizer
+from saturn_airflow.execution.devices import Devices, supports_bf16
+from saturn_airflow.parallelisms.base import DataParallelTrainer, Parallelism, apply_activation_checkpointing, blocks, build_model, make_optimizer
 
 
 def shard_model(job, devices: Devices, knobs: dict):

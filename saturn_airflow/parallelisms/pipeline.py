@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..devices import Devices
-from .base import Parallelism, Trainer, build_model, global_batch, loss_of, make_optimizer, resolve, to_device
+from saturn_airflow.execution.devices import Devices
+from saturn_airflow.parallelisms.base import Parallelism, Trainer, build_model, global_batch, loss_of, make_optimizer, resolve, to_device
 
 
 def child_costs(model: nn.Sequential) -> list[float]:

@@ -8,9 +8,9 @@ loop. It never beats `single` where `single` fits, so the profiler only tries it
 
 from __future__ import annotations
 
-from ..devices import Devices
-from .base import DataParallelTrainer, Parallelism, make_optimizer
-from .fsdp import shard_model
+from saturn_airflow.execution.devices import Devices
+from saturn_airflow.parallelisms.base import DataParallelTrainer, Parallelism, make_optimizer
+from saturn_airflow.parallelisms.fsdp import shard_model
 
 
 class Spilling(Parallelism):

@@ -9,15 +9,15 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
-from ..errors import SaturnInputError
-from ..plan import Assignment, Plan, SolverInfo, check_plan, fill_after, new_plan_id, now_iso
-from ..profile_table import ProfileTable
-from .baselines import BASELINES, run_baseline
-from .bounds import instance_lower_bound, lower_bound
-from .instance import Instance, PinnedJob, build_instance
-from .list_scheduler import Placement, list_schedule
-from .anytime import optimize
-from .solvers import SOLVERS
+from saturn_airflow.errors import SaturnInputError
+from saturn_airflow.spec.plan import Assignment, Plan, SolverInfo, check_plan, fill_after, new_plan_id, now_iso
+from saturn_airflow.spec.profile_table import ProfileTable
+from saturn_airflow.planner.baselines import BASELINES, run_baseline
+from saturn_airflow.planner.bounds import instance_lower_bound, lower_bound
+from saturn_airflow.planner.instance import Instance, PinnedJob, build_instance
+from saturn_airflow.planner.list_scheduler import Placement, list_schedule
+from saturn_airflow.planner.anytime import optimize
+from saturn_airflow.planner.solvers import SOLVERS
 
 DEFAULT_SOLVER = "highs"  # measured better than CBC (docs/benchmarks-planner.md, ../shared/notes/milp.md)
 DEFAULT_TIME_LIMIT = 30.0

@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .heuristics import Solution, heuristic, local_search
-from .instance import Instance
-from .milp import build_time_indexed, extract, slot_count
-from .solvers import solve
+from saturn_airflow.planner.heuristics import Solution, heuristic, local_search
+from saturn_airflow.planner.instance import Instance
+from saturn_airflow.planner.milp import build_time_indexed, extract, slot_count
+from saturn_airflow.planner.solvers import solve
 
 DECOMPOSE_JOBS = 100
 DECOMPOSE_NODES = 2  # measured: per-node beats one joint model already at 32 jobs on 2 nodes
@@ -73,7 +73,7 @@ def _milp_step(inst: Instance, best: Solution, jobs, nodes, solver: str, budget:
 
 
 def _node_makespans(inst: Instance, sol: Solution) -> dict[int, float]:
-    from .list_scheduler import list_schedule
+    from saturn_airflow.planner.list_scheduler import list_schedule
 
     out = {n: 0.0 for n in range(len(inst.node_gpus))}
     for p in list_schedule(inst, sol.order, sol.choice):
@@ -149,7 +149,7 @@ def _per_node(inst: Instance, best: Solution, solver: str, budget: float, progre
 
 def _merge(inst: Instance, best: Solution, node: int, sub: Solution) -> Solution:
     """`best` with the jobs of `node` in `sub`'s order and options (other nodes untouched)."""
-    from .heuristics import scored
+    from saturn_airflow.planner.heuristics import scored
 
     it = iter(sub.order)
     order = [next(it) if best.choice[j].node == node else j for j in best.order]

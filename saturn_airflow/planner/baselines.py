@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 from typing import Callable, Optional
 
-from .instance import Instance, Option
-from .list_scheduler import GpuState, Placement, list_schedule
+from saturn_airflow.planner.instance import Instance, Option
+from saturn_airflow.planner.list_scheduler import GpuState, Placement, list_schedule
 
 BASELINES = ("current-practice", "max-heuristic", "min-heuristic", "optimus-greedy", "random")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from ..profile_table import ProfileTable
-from .instance import Instance, build_instance
+from saturn_airflow.spec.profile_table import ProfileTable
+from saturn_airflow.planner.instance import Instance, build_instance
 
 
 def _job_options(inst: Instance) -> list[list[tuple[float, float]]]:

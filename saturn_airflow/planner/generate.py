@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Optional
 
-from ..profile_table import ProfileTable
+from saturn_airflow.spec.profile_table import ProfileTable
 
 TECHNIQUES = {  # scaling exponent range and minimum GPUs (milp.md section 3)
     "ddp": ((0.80, 0.95), 1),

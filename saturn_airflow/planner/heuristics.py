@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .instance import Instance, Option
-from .list_scheduler import GpuState, evaluate, evaluate_node
+from saturn_airflow.planner.instance import Instance, Option
+from saturn_airflow.planner.list_scheduler import GpuState, evaluate, evaluate_node
 
 LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 CAP_FACTORS = (math.inf, 1.0, 1.05, 1.15, 1.3)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import SaturnInputError
-from ..profile_table import ProfileTable
+from saturn_airflow.errors import SaturnInputError
+from saturn_airflow.spec.profile_table import ProfileTable
 
 
 @dataclass(frozen=True)

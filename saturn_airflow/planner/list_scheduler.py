@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
-from .instance import Instance, Option, Placement
+from saturn_airflow.planner.instance import Instance, Option, Placement
 
 EPS = 1e-9
 

@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .heuristics import Solution, scored
-from .instance import Instance, Option
-from .list_scheduler import list_schedule, makespan
+from saturn_airflow.planner.heuristics import Solution, scored
+from saturn_airflow.planner.instance import Instance, Option
+from saturn_airflow.planner.list_scheduler import list_schedule, makespan
 
 DEFAULT_SLOTS = 100
 MIN_SLOTS = 40

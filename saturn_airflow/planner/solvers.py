@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from ..errors import SaturnInputError
+from saturn_airflow.errors import SaturnInputError
 
 SOLVERS = ("highs", "cbc")
 MIP_GAP = 1e-4

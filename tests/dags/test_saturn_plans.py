@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from saturn_airflow.render import DRIFT_TASK, REPLAN_TASK, dag_id, synthetic_plan, task_specs
-from saturn_airflow.store import PlanStore, Store
+from saturn_airflow.tasks.render import DRIFT_TASK, REPLAN_TASK, dag_id, synthetic_plan, task_specs
+from saturn_airflow.store.files import PlanStore, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = ROOT / "dags" / "saturn_plans.py"
@@ -57,7 +57,7 @@ def test_each_plan_version_gets_its_own_dag_and_supersede_does_not_change_it(tmp
     shape = {t.task_id: (t.pool, t.pool_slots, sorted(t.upstream_task_ids)) for t in getattr(before, dag_id("w-v1")).tasks}
     data = synthetic_plan(2, nodes=[("local", 2)], plan_id="w-v2").model_dump(mode="json")
     data.update(parent_plan_id="w-v1", kept=[data["assignments"][0]["job"]], reason="test")
-    from saturn_airflow.plan import Plan
+    from saturn_airflow.spec.plan import Plan
 
     ps.publish(Plan.model_validate(data))
     after = _load_factory(str(tmp_path), monkeypatch)
@@ -69,7 +69,7 @@ def test_each_plan_version_gets_its_own_dag_and_supersede_does_not_change_it(tmp
 
 def test_kept_jobs_hold_no_gpu_slots_in_specs():
     data = synthetic_plan(3, nodes=[("n", 2)], plan_id="p").model_dump(mode="json")
-    from saturn_airflow.plan import Plan
+    from saturn_airflow.spec.plan import Plan
 
     data["kept"] = ["job-0000"]
     specs = {s.job: s for s in task_specs(Plan.model_validate(data))}
@@ -100,7 +100,7 @@ def test_factory_imports_no_torch_and_renders_500_jobs_fast(tmp_path):
 
 
 def test_newest_plans_by_stamp_across_workloads():
-    from saturn_airflow.render import newest
+    from saturn_airflow.tasks.render import newest
 
     ids = ["b-20260101T000000-aaaaaa", "a-20260102T000000-bbbbbb", "z-20251231T000000-cccccc"]
     assert newest(ids, 2) == ["b-20260101T000000-aaaaaa", "a-20260102T000000-bbbbbb"]

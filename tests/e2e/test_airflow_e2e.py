@@ -25,8 +25,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from airflow_harness import AirflowHarness  # noqa: E402
 
-from saturn_airflow import leases, orchestrate  # noqa: E402
-from saturn_airflow.store import PlanStore, Store  # noqa: E402
+from saturn_airflow.execution import leases
+
+from saturn_airflow.tasks import orchestrate
+from saturn_airflow.store.files import PlanStore, Store  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 

@@ -36,8 +36,8 @@ def finished_sweep(tmp_path_factory):
             pytest.fail("chromium is missing: run scripts/setup-browser.sh in CI")
         pytest.skip("chromium is missing (scripts/setup-browser.sh installs it)")
     with AirflowHarness() as af:
-        from saturn_airflow.render import PLANNING_DAG_ID, dag_id
-        from saturn_airflow.store import PlanStore, Store
+        from saturn_airflow.tasks.render import PLANNING_DAG_ID, dag_id
+        from saturn_airflow.store.files import PlanStore, Store
 
         af.wait_dag(PLANNING_DAG_ID)
         run_id = af.trigger(PLANNING_DAG_ID, {"workload": str(WORKLOAD), "time_limit": 10})
@@ -64,7 +64,7 @@ def finished_sweep(tmp_path_factory):
 def test_gantt_tab_of_a_finished_plan(finished_sweep):
     af, lineage = finished_sweep
     plan = lineage[-1]  # the chart's open section: the newest version (the only one without drift)
-    from saturn_airflow.render import dag_id
+    from saturn_airflow.tasks.render import dag_id
 
     import httpx
 

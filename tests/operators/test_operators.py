@@ -13,10 +13,12 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 
-from saturn_airflow import leases, orchestrate
-from saturn_airflow.plan import Plan
-from saturn_airflow.render import synthetic_plan
-from saturn_airflow.store import PlanStore, ProgressStore, Store
+from saturn_airflow.execution import leases
+
+from saturn_airflow.tasks import orchestrate
+from saturn_airflow.spec.plan import Plan
+from saturn_airflow.tasks.render import synthetic_plan
+from saturn_airflow.store.files import PlanStore, ProgressStore, Store
 
 
 class TI:
@@ -84,7 +86,7 @@ jobs: [{name: a, model: saturn_airflow.examples.models:gpt, data: saturn_airflow
 
 def test_publish_is_idempotent_and_supersedes(store):
     from saturn_airflow.operators.planning import SaturnPublishOperator
-    from saturn_airflow.profile_table import parse_profile_table
+    from saturn_airflow.spec.profile_table import parse_profile_table
 
     p = synthetic_plan(3, nodes=[("local", 2)], plan_id="w-v1", workload="w")
     table = parse_profile_table({"cluster": {"nodes": [{"name": "local", "gpus": 2}]},
@@ -115,9 +117,9 @@ def fake_runner(monkeypatch):
         prog.put("w", job, {"plan_id": plan_id, "state": "done", "step": 10, "total": 10, "finished_at": time.time()})
         return SimpleNamespace(status="done", message="done")
 
-    import saturn_airflow.launch
+    import saturn_airflow.execution.launch
 
-    monkeypatch.setattr(saturn_airflow.launch, "run_job", run_job)
+    monkeypatch.setattr(saturn_airflow.execution.launch, "run_job", run_job)
     return calls
 
 

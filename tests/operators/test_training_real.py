@@ -7,9 +7,9 @@ import time
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from saturn_airflow import orchestrate
-from saturn_airflow.plan import Assignment, Plan, SolverInfo
-from saturn_airflow.store import PlanStore, ProgressStore, Store
+from saturn_airflow.tasks import orchestrate
+from saturn_airflow.spec.plan import Assignment, Plan, SolverInfo
+from saturn_airflow.store.files import PlanStore, ProgressStore, Store
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
 

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from saturn_airflow.devices import Devices
-from saturn_airflow.launch import run_job
+from saturn_airflow.execution.devices import Devices
+from saturn_airflow.execution.launch import run_job
 from saturn_airflow.parallelisms import get_parallelism, registry
 from saturn_airflow.parallelisms.base import Parallelism, apply_activation_checkpointing, blocks, build_model
 from saturn_airflow.parallelisms.pipeline import balance, child_costs
-from saturn_airflow.workload import parse_workload
+from saturn_airflow.spec.workload import parse_workload
 
 STEPS = 5
 WORKLOAD = {

@@ -13,7 +13,7 @@ from saturn_airflow.planner.heuristics import heuristic, scored
 from saturn_airflow.planner.instance import build_instance
 from saturn_airflow.planner.list_scheduler import list_schedule, makespan
 from saturn_airflow.planner.milp import build_time_indexed, extract
-from saturn_airflow.profile_table import ProfileTable
+from saturn_airflow.spec.profile_table import ProfileTable
 
 ADAPTDL = Path("/work/shared/data/external/adaptdl-osdi21")
 

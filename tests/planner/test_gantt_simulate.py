@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from saturn_airflow.gantt import render
+from saturn_airflow.views.gantt import render
 from saturn_airflow.planner import plan_table
 from saturn_airflow.planner.generate import synthetic
-from saturn_airflow.simulate import simulate
+from saturn_airflow.planner.simulate import simulate
 
 
 def test_gantt_rows_per_gpu_and_legend():

@@ -8,12 +8,12 @@ import itertools
 import pytest
 
 from saturn_airflow.errors import SaturnInputError
-from saturn_airflow.plan import check_plan
+from saturn_airflow.spec.plan import check_plan
 from saturn_airflow.planner import BASELINES, PinnedJob, lower_bound, plan_table
 from saturn_airflow.planner.generate import saturn_shaped, synthetic
 from saturn_airflow.planner.instance import build_instance
 from saturn_airflow.planner.list_scheduler import evaluate
-from saturn_airflow.profile_table import ProfileTable
+from saturn_airflow.spec.profile_table import ProfileTable
 
 TL = 1.0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from saturn_airflow.plan import Assignment, Plan, SolverInfo, fill_after
+from saturn_airflow.spec.plan import Assignment, Plan, SolverInfo, fill_after
 
 T0 = 1_800_000_000.0  # epoch seconds the first job of v1 started
 
@@ -54,7 +54,7 @@ def progress():
 
 def table():
     """A profile table over the sample's cluster (node0: 4 GPUs, node1: 2), for baselines and lanes."""
-    from saturn_airflow.profile_table import parse_profile_table
+    from saturn_airflow.spec.profile_table import parse_profile_table
 
     jobs = []
     for name, base in zip("abcdef", (240, 120, 40, 50, 180, 80)):
@@ -68,7 +68,7 @@ def publish(store_url: str, with_table: bool = True):
     """The sample lineage, its progress records and (optionally) its profile table in a store."""
     import json
 
-    from saturn_airflow.store import PlanStore, ProgressStore, Store
+    from saturn_airflow.store.files import PlanStore, ProgressStore, Store
 
     st = Store(store_url)
     plans = lineage()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from saturn_airflow.gantt_html import store_context
-from saturn_airflow.store import PlanStore
+from saturn_airflow.views.gantt_html import store_context
+from saturn_airflow.store.files import PlanStore
 
 from . import sample
 

@@ -1,0 +1,245 @@
+"""Launching the runner under torchrun on exactly the given devices, and telling done/preempted/failed apart.
+
+GPUs: CUDA_VISIBLE_DEVICES = the ids, LOCAL_RANK picks one. CPU: one device = one core; the launch
+is pinned to the cores (taskset / sched_setaffinity) and each rank to its own core, one thread.
+A stop_event sends SIGTERM: the ranks agree on a stop step, checkpoint and exit 75; torchrun itself
+then exits 1, so the status comes from the ranks' result files, never from torchrun's exit code.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from saturn_airflow.execution.devices import cpu_cores, device_kind, launch_env
+
+EXIT_PREEMPTED = 75
+STOP_GRACE_S = 90.0  # after SIGTERM, how long ranks get to save before SIGKILL
+
+
+@dataclass
+class LaunchOutcome:
+    returncode: Optional[int]
+    result: Optional[dict]
+    errors: list[dict]
+    output_tail: list[str]
+    t_launch: float
+    t_exit: float
+    timed_out: bool = False
+    stopped: bool = False
+
+    def root_cause(self) -> Optional[dict]:
+        """The failing rank's own error, not its peers' echoes ("connection closed by peer")."""
+        if not self.errors:
+            return None
+        ooms = [e for e in self.errors if e.get("oom")]
+        if ooms:
+            return ooms[0]
+        echo = ("connection closed", "connection reset", "broken pipe", "timed out", "socket")
+        firsts = [e for e in self.errors if not any(s in e.get("error", "").lower() for s in echo)]
+        return (firsts or self.errors)[0]
+
+    @property
+    def sigkilled(self) -> bool:
+        """A rank (or torchrun) died by SIGKILL without a word: the kernel's OOM killer, most likely."""
+        return self.returncode in (-9, 137) or any("Signal 9 (SIGKILL)" in l or "exitcode  : -9" in l
+                                                   for l in self.output_tail)
+
+    def message(self) -> str:
+        rc = self.root_cause()
+        if rc:
+            return rc["error"].splitlines()[0][:500]
+        if self.timed_out:
+            return "timed out"
+        if self.sigkilled:
+            return "a rank was killed by SIGKILL (likely out of memory)"
+        tail = [l for l in self.output_tail if l.strip()][-3:]
+        return f"exit status {self.returncode}: " + " | ".join(tail)[-500:]
+
+
+def _runner_cmd(n: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={n}",
+            "--max-restarts=0", "-m", "saturn_airflow.execution.runner"]
+
+
+def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: str,
+                  log: Callable[[str], None] = print, stop_event: Optional[threading.Event] = None,
+                  timeout_s: Optional[float] = None, env: Optional[dict] = None, kind: Optional[str] = None,
+                  on_start: Optional[Callable[[subprocess.Popen], None]] = None) -> LaunchOutcome:
+    """Run `python -m saturn_airflow.execution.runner <runner_args>` under torchrun on `device_ids`; wait for it."""
+    kind = kind or device_kind()
+    os.makedirs(result_dir, exist_ok=True)
+    tmp = os.path.join(result_dir, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    t0 = time.time()
+    full_env = {**os.environ, **launch_env(device_ids, kind), "SATURN_LAUNCH_T0": repr(t0),
+                "SATURN_RUN_ID": uuid.uuid4().hex[:8], "TMPDIR": tmp, "PYTHONUNBUFFERED": "1", **(env or {})}
+    cmd = _runner_cmd(len(device_ids)) + list(runner_args) + ["--result-dir", result_dir]
+    preexec = None
+    if kind == "cpu" and hasattr(os, "sched_setaffinity"):
+        cores = set(cpu_cores(list(device_ids)))
+        preexec = lambda: os.sched_setaffinity(0, cores)  # noqa: E731 - pins torchrun and its ranks' start
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True,
+                            bufsize=1, start_new_session=True, preexec_fn=preexec)
+    if on_start:
+        on_start(proc)
+    tail: deque[str] = deque(maxlen=200)
+
+    def pump():
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            try:
+                log(line)
+            except Exception:  # noqa: BLE001 - a broken log sink must not stall the pipe
+                pass
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    stopped = timed_out = False
+    term_at: Optional[float] = None
+    while proc.poll() is None:
+        now = time.time()
+        if term_at is None and stop_event is not None and stop_event.is_set():
+            stopped, term_at = True, now
+            _signal(proc, signal.SIGTERM)
+        if term_at is None and timeout_s is not None and now - t0 > timeout_s:
+            timed_out, term_at = True, now
+            _signal(proc, signal.SIGTERM)
+        if term_at is not None and now - term_at > (STOP_GRACE_S if stopped else 10.0):
+            _signal(proc, signal.SIGKILL)
+        time.sleep(0.05)
+    t_exit = time.time()
+    reader.join(timeout=5)
+    _signal(proc, signal.SIGKILL)  # leftovers of the session, if any rank outlived torchrun
+    result = None
+    rp = os.path.join(result_dir, "result.json")
+    if os.path.exists(rp):
+        with open(rp) as f:
+            result = json.load(f)
+    errors = []
+    for ep in sorted(glob.glob(os.path.join(result_dir, "error-rank*.json"))):
+        with open(ep) as f:
+            errors.append(json.load(f))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return LaunchOutcome(proc.returncode, result, errors, list(tail), t0, t_exit, timed_out, stopped)
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@dataclass
+class JobResult:
+    status: str  # "done" | "preempted" | "failed"
+    job: str
+    step: Optional[int] = None
+    total: Optional[int] = None
+    returncode: Optional[int] = None
+    wall_s: float = 0.0
+    message: str = ""
+    checkpoint_dir: Optional[str] = None
+    details: dict = field(default_factory=dict)
+
+
+def _workload_file(workload, folder: str) -> tuple[str, str]:
+    """A file the ranks can read, and the workload's name."""
+    from saturn_airflow.spec.workload import Workload, load_workload
+
+    if isinstance(workload, Workload):
+        path = os.path.join(folder, "workload.json")
+        with open(path, "w") as f:
+            json.dump(workload.model_dump(mode="json"), f)
+        return path, workload.name
+    path = str(Path(workload).resolve())
+    return path, load_workload(path).name
+
+
+def checkpoint_root(store_url: str, workload: str, job: str, checkpoint_dir: Optional[str] = None) -> str:
+    """`<store>/checkpoints/<workload>/<job>/` (INTERFACES.md), or a local override for remote stores."""
+    if checkpoint_dir:
+        return checkpoint_dir
+    from saturn_airflow.store.files import Store
+
+    return Store(store_url).local_path("checkpoints", workload, job)
+
+
+def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: list[int], store_url: str,
+            plan_id: str, log: Callable[[str], None] = print, stop_event: Optional[threading.Event] = None,
+            checkpoint_dir: Optional[str] = None, ckpt_every_s: Optional[float] = None,
+            ckpt_every_steps: Optional[int] = None, steps: Optional[int] = None, stop_at_step: Optional[int] = None,
+            loss_log: Optional[str] = None, progress_every_s: float = 3.0, timeout_s: Optional[float] = None,
+            env: Optional[dict] = None, on_start: Optional[Callable[[subprocess.Popen], None]] = None) -> "JobResult":
+    """Train `job` under `parallelism`/`knobs` on exactly `device_ids`, resuming from its latest checkpoint.
+
+    Blocks until the job is done, preempted (stop_event set: SIGTERM, checkpoint, exit) or failed.
+    Progress records go to the ProgressStore at `store_url` every `progress_every_s` seconds.
+    """
+    if not device_ids:
+        raise ValueError("run_job needs at least one device id")
+    folder = tempfile.mkdtemp(prefix="saturn-run-")
+    try:
+        wpath, wname = _workload_file(workload, folder)
+        ck = checkpoint_root(store_url, wname, job, checkpoint_dir)
+        args = ["--workload", wpath, "--job", job, "--parallelism", parallelism, "--knobs", json.dumps(knobs or {}),
+                "--mode", "train", "--store", store_url, "--plan-id", plan_id or "", "--checkpoint-dir", ck,
+                "--progress-every-s", str(progress_every_s)]
+        for flag, val in (("--ckpt-every-s", ckpt_every_s), ("--ckpt-every-steps", ckpt_every_steps),
+                          ("--steps", steps), ("--stop-at-step", stop_at_step), ("--loss-log", loss_log)):
+            if val is not None:
+                args += [flag, str(val)]
+        out = launch_runner(args, list(device_ids), result_dir=os.path.join(folder, "result"), log=log,
+                            stop_event=stop_event, timeout_s=timeout_s, env=env, on_start=on_start)
+        res = out.result or {}
+        wall = out.t_exit - out.t_launch
+        details = {"result": res, "errors": out.errors[:4]}
+        if res.get("status") == "done" and out.returncode == 0:
+            status, msg = "done", "done"
+        elif res.get("status") == "preempted" or (out.stopped and res.get("status") != "done"):
+            status, msg = "preempted", "preempted (SIGTERM): checkpoint saved" if res else "stopped during start-up"
+        else:
+            status, msg = "failed", out.message()
+        if status == "failed" and _progress_state(store_url, wname, job) == "running":
+            _mark_failed(store_url, wname, job, plan_id, msg, parallelism, device_ids)
+        return JobResult(status, job, res.get("step"), res.get("total"), out.returncode, wall, msg, ck, details)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _progress_state(store_url: str, workload: str, job: str) -> Optional[str]:
+    from saturn_airflow.store.files import ProgressStore, Store
+
+    rec = ProgressStore(Store(store_url)).get(workload, job)
+    return rec.get("state") if rec else None
+
+
+def _mark_failed(store_url, workload, job, plan_id, msg, parallelism, device_ids) -> None:
+    """A rank killed outright (SIGKILL, OOM-killer) cannot say so itself: the launcher records it."""
+    from saturn_airflow.store.files import ProgressStore, Store
+
+    ps = ProgressStore(Store(store_url))
+    rec = ps.get(workload, job) or {}
+    now = time.time()
+    rec.update({"plan_id": plan_id, "state": "failed", "updated_at": now, "finished_at": now, "error": msg[:500],
+                "parallelism": parallelism, "device_ids": list(device_ids)})
+    ps.put(workload, job, rec)
+
+
+__all__ = ["run_job", "JobResult", "launch_runner", "LaunchOutcome", "checkpoint_root", "EXIT_PREEMPTED"]
+

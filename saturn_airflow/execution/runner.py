@@ -1,0 +1,258 @@
+"""The job runner: the program every torchrun rank runs (`python -m torch.distributed.run ... -m saturn_airflow.execution.runner`).
+
+Modes:
+  train: train a job's steps under one parallelism and knobs; checkpoint, resume, report progress.
+  trial: the profiler's trial: `Parallelism.search` on these devices, result written as JSON.
+Exit status: 0 done, 75 preempted (SIGTERM: all ranks agreed on a stop step and saved), else failed.
+Rank 0 writes `<result-dir>/result.json`; any rank that fails writes `<result-dir>/error-rank<r>.json`
+(with whether it was an out-of-memory), so the launcher can name the root cause, not the peers'
+"connection closed" echoes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Optional
+
+from saturn_airflow.store.atomic import write_atomic
+
+EXIT_PREEMPTED = 75
+
+
+def _write_json(path: str, obj) -> None:
+    write_atomic(path, json.dumps(obj))
+
+
+class ProgressReporter:
+    """Rank 0's progress: a ProgressStore record every few seconds and a readable line on stdout."""
+
+    def __init__(self, *, workload: str, job: str, plan_id: str, parallelism: str, device_ids: list[int],
+                 store_url: Optional[str], every_s: float = 3.0, loss_log: Optional[str] = None, enabled: bool = True):
+        self.enabled = enabled
+        self.workload, self.job, self.plan_id = workload, job, plan_id
+        self.parallelism, self.device_ids = parallelism, device_ids
+        self.every_s = every_s
+        self.loss_log = open(loss_log, "a") if (loss_log and enabled) else None
+        self.store = None
+        if enabled and store_url:
+            from saturn_airflow.store.files import ProgressStore, Store
+
+            self.store = ProgressStore(Store(store_url))
+        self.started_at = time.time()
+        self.total = 0
+        self.start_step = 0
+        self.t_first: Optional[float] = None
+        self.last_put = 0.0
+        self.last_loss: Optional[float] = None
+        self.window: Optional[tuple[float, int]] = None  # (time, step) at the previous record
+
+    def _recent_rate(self, now: float, step: int) -> Optional[float]:
+        """Steps per second since the previous record: what the job does now, where the whole-run rate
+        still carries the start and any earlier slow phase (a co-tenant that came and went)."""
+        prev, self.window = self.window, (now, step)
+        if prev is None or now <= prev[0] or step <= prev[1]:
+            return None
+        return (step - prev[1]) / (now - prev[0])
+
+    def _record(self, state: str, step: int, finished: bool = False) -> dict:
+        now = time.time()
+        rate = 0.0
+        if self.t_first is not None and step > self.start_step and now > self.t_first:
+            rate = (step - self.start_step) / (now - self.t_first)
+        rec = {"plan_id": self.plan_id, "state": state, "step": step, "total": self.total,
+               "rate_steps_per_s": rate, "recent_rate_steps_per_s": self._recent_rate(now, step), "started_at": self.started_at, "updated_at": now,
+               "finished_at": now if finished else None, "parallelism": self.parallelism,
+               "device_ids": self.device_ids, "start_step": self.start_step, "loss": self.last_loss}
+        return rec
+
+    def _put(self, rec: dict) -> None:
+        if self.store is not None:
+            try:
+                self.store.put(self.workload, self.job, rec)
+            except OSError as e:  # progress is advisory: never kill training over it
+                print(f"[saturn] progress write failed: {e}", flush=True)
+
+    def start(self, step: int, total: int) -> None:
+        if not self.enabled:
+            return
+        self.total, self.start_step = total, step
+        self.t_first = time.time()
+        self._put(self._record("running", step))
+        print(f"[saturn] {self.job}: {self.parallelism} on devices {self.device_ids}, "
+              f"{'resuming at' if step else 'starting at'} step {step}/{total}", flush=True)
+
+    def update(self, step: int, loss: Optional[float]) -> None:
+        if not self.enabled:
+            return
+        self.last_loss = loss
+        if self.loss_log is not None:
+            self.loss_log.write(json.dumps({"step": step - 1, "loss": loss}) + "\n")
+            self.loss_log.flush()
+        now = time.time()
+        if now - self.last_put >= self.every_s or step == self.total:
+            self.last_put = now
+            rec = self._record("running", step)
+            self._put(rec)
+            rate = rec["rate_steps_per_s"]
+            eta = (self.total - step) / rate if rate > 0 else float("nan")
+            print(f"[saturn] {self.job}: step {step}/{self.total} ({100.0 * step / max(1, self.total):.0f}%) "
+                  f"{rate:.2f} steps/s ETA {eta:.0f}s loss {loss if loss is None else round(loss, 4)}", flush=True)
+
+    def finish(self, state: str, step: int) -> None:
+        if not self.enabled:
+            return
+        self._put(self._record(state, step, finished=True))
+        print(f"[saturn] {self.job}: {state} at step {step}/{self.total}", flush=True)
+
+    def fail(self, step: int, message: str) -> None:
+        if not self.enabled:
+            return
+        rec = self._record("failed", step, finished=True)
+        rec["error"] = message[:500]
+        self._put(rec)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="saturn_airflow.execution.runner", description=__doc__.splitlines()[0])
+    p.add_argument("--workload", required=True, help="workload file (.yaml or .json, grid already allowed)")
+    p.add_argument("--job", required=True)
+    p.add_argument("--parallelism", required=True)
+    p.add_argument("--knobs", default="{}", help="JSON object")
+    p.add_argument("--mode", choices=("train", "trial"), default="train")
+    p.add_argument("--result-dir", required=True)
+    p.add_argument("--store", default=None, help="store URL for progress records")
+    p.add_argument("--plan-id", default="")
+    p.add_argument("--checkpoint-dir", default=None)
+    p.add_argument("--ckpt-every-s", type=float, default=None)
+    p.add_argument("--ckpt-every-steps", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="train up to this step (default: the job's steps)")
+    p.add_argument("--stop-at-step", type=int, default=None, help="act as if preempted at this step (tests)")
+    p.add_argument("--loss-log", default=None, help="rank 0 appends {step, loss} JSON lines here")
+    p.add_argument("--progress-every-s", type=float, default=3.0)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--measure", type=int, default=5, help="at least this many measured steps")
+    p.add_argument("--measure-s", type=float, default=3.0, help="and at least this many measured seconds")
+    p.add_argument("--knob-start", type=int, default=0)
+    p.add_argument("--search", choices=("first-fit", "best"), default="first-fit")
+    return p.parse_args(argv)
+
+
+def _load_workload(path: str):
+    from saturn_airflow.spec.workload import load_workload, parse_workload
+
+    if path.endswith(".json"):
+        with open(path) as f:
+            return parse_workload(json.load(f), source=path)
+    return load_workload(path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.makedirs(args.result_dir, exist_ok=True)
+    stop = None
+    # install the handler before the slow imports: a SIGTERM during start-up still means "preempted"
+    early = {"term": False}
+
+    def on_term(signum, frame):
+        early["term"] = True
+        if stop is not None:
+            stop.requested = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    import torch.distributed as dist
+
+    from saturn_airflow.execution.devices import bind_rank
+    from saturn_airflow.parallelisms import get_parallelism
+    from saturn_airflow.parallelisms.base import StopSignal
+
+    devices = bind_rank()
+    stop = StopSignal(stop_at_step=args.stop_at_step)
+    stop.requested = early["term"]
+    progress = None
+    step_now = 0
+    try:
+        dist.init_process_group(devices.backend, device_id=devices.device if devices.kind == "cuda" else None)
+        workload = _load_workload(args.workload)
+        job = workload.job(args.job)
+        par = get_parallelism(args.parallelism)
+        knobs = json.loads(args.knobs)
+        if args.mode == "trial":
+            return _trial(args, devices, job, par)
+        from saturn_airflow.execution.checkpoint import CheckpointManager
+
+        ck_root = args.checkpoint_dir or os.path.join(args.result_dir, "checkpoints")
+        every_s = args.ckpt_every_s if args.ckpt_every_s is not None else (None if args.ckpt_every_steps else 60.0)
+        ckpt = CheckpointManager(ck_root, devices=devices, every_s=every_s, every_steps=args.ckpt_every_steps,
+                                 meta={"parallelism": par.name, "world_size": devices.world_size, "knobs": knobs})
+        progress = ProgressReporter(workload=workload.name, job=job.name, plan_id=args.plan_id, parallelism=par.name,
+                                    device_ids=devices.ids, store_url=args.store, every_s=args.progress_every_s,
+                                    loss_log=args.loss_log, enabled=devices.is_main)
+
+        def on_step(step, loss):
+            nonlocal step_now
+            step_now = step
+
+        t_ready = time.time()
+        res = par.execute(job, devices, knobs, args.steps or job.steps, ckpt, progress, stop=stop, on_step=on_step)
+        if devices.is_main:
+            _write_json(os.path.join(args.result_dir, "result.json"), {
+                "status": res.status, "step": res.step, "total": res.total, "start_step": res.start_step,
+                "t_ready": t_ready, "t_end": time.time(), "save_s": ckpt.saves, "checkpoint": ck_root,
+                "train_wall_s": res.train_wall_s, "train_cpu_s": res.train_cpu_s, "cpu_s": time.process_time()})
+        dist.barrier()
+        dist.destroy_process_group()
+        return 0 if res.status == "done" else EXIT_PREEMPTED
+    except BaseException as e:  # noqa: BLE001 - every failure must leave a structured reason
+        from saturn_airflow.execution.devices import is_oom
+
+        msg = f"{type(e).__name__}: {e}"
+        _write_json(os.path.join(args.result_dir, f"error-rank{devices.rank}.json"), {
+            "rank": devices.rank, "oom": is_oom(e), "error": msg[:2000], "traceback": traceback.format_exc()[-4000:],
+            "candidate": _CANDIDATE.get("i")})
+        if progress is not None:
+            progress.fail(step_now, msg)
+        print(f"[saturn] rank {devices.rank} failed: {msg[:500]}", file=sys.stderr, flush=True)
+        return 1
+
+
+_CANDIDATE: dict = {}
+
+
+def _trial(args, devices, job, par) -> int:
+    """Profile one (job, parallelism, device count): search knobs, time steps and a checkpoint round trip."""
+    import torch.distributed as dist
+
+    t0_launch = float(os.environ.get("SATURN_LAUNCH_T0", "0") or 0)
+    marks = {}
+
+    def on_candidate(i, knobs):
+        _CANDIDATE["i"] = i
+        marks.setdefault("t_first_build", time.time())
+        if devices.is_main:  # survives a crash: the profiler relaunches from the next candidate
+            _write_json(os.path.join(args.result_dir, "candidate.json"), {"i": i, "knobs": knobs})
+
+    rt_dir = os.path.join(args.result_dir, "roundtrip")
+    if devices.is_main:
+        os.makedirs(rt_dir, exist_ok=True)
+    res = par.search(job, devices, warmup=args.warmup, measure=args.measure, measure_s=args.measure_s,
+                     first_fit=args.search == "first-fit",
+                     start=args.knob_start, on_candidate=on_candidate, roundtrip_dir=rt_dir)
+    out = {"status": "ok" if res.feasible else "infeasible", "knobs": res.knobs, "step_s": res.step_s,
+           "reason": res.reason, **res.stats, "world_size": devices.world_size,
+           "t_launch": t0_launch, "t_first_build": marks.get("t_first_build")}
+    dist.barrier()
+    dist.destroy_process_group()
+    out["t_end"] = time.time()
+    if devices.is_main:
+        _write_json(os.path.join(args.result_dir, "result.json"), out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
