@@ -1,7 +1,7 @@
 """The drift trigger: runs in the triggerer, reads progress records and fires when the plan drifts.
 
 It lives in the installed package (saturn_airflow.operators.triggers) so the triggerer process can
-import it. Each look is saturn_airflow.tasks.orchestrate.drift_step (plain file reads, run in a thread).
+import it. Each look is saturn_airflow.tasks.drift.drift_step (plain file reads, run in a thread).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class DriftTrigger(BaseTrigger):
                  "threshold": self.threshold, "min_s": self.min_s, "max_replans": self.max_replans})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from saturn_airflow.tasks.orchestrate import RateWindow, drift_step
+        from saturn_airflow.tasks.drift import RateWindow, drift_step
 
         self.log.info("watching plan %s every %.0f s (t0=%.0f)", self.plan_id, self.poll_s, self.t0)
         looks = 0

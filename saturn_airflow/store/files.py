@@ -170,5 +170,13 @@ class ProgressStore:
     def get(self, workload: str, job: str) -> Optional[dict]:
         return self.store.read_json(f"progress/{workload}/{job}.json")
 
+    def mark_failed(self, workload: str, job: str, *, plan_id: str, message: str, **fields: Any) -> None:
+        """Record that a job's attempt failed where the runner could not say so itself (killed, or failed
+        before it started), so the drift watch counts the job as finished instead of waiting forever."""
+        now = time.time()
+        rec = self.get(workload, job) or {}
+        self.put(workload, job, {**rec, **fields, "plan_id": plan_id, "state": "failed", "updated_at": now,
+                                 "finished_at": now, "error": message[:500]})
+
     def all(self, workload: str) -> dict[str, dict]:
         return {name: self.get(workload, name) for name in self.store.list(f"progress/{workload}")}
