@@ -44,7 +44,7 @@ class SaturnDriftSensor(BaseSensorOperator):
     def poke(self, context) -> bool:  # used only if someone runs it non-deferred
         event = drift_steps.drift_step(self.store_url or settings.store_url(), self.plan_id, self._t0(context),
                                        threshold=self.threshold, min_s=self.min_s,
-                                       max_replans=settings.get_int("max_replans"))
+                                       max_replans=settings.max_replans())
         return event is not None
 
     def execute(self, context) -> Any:
@@ -54,7 +54,7 @@ class SaturnDriftSensor(BaseSensorOperator):
         self.defer(
             trigger=DriftTrigger(plan_id=self.plan_id, store_url=store_url, t0=t0,
                                  poll_s=self.poll_s or settings.drift_poll_s(), threshold=self.threshold,
-                                 min_s=self.min_s, max_replans=settings.get_int("max_replans")),
+                                 min_s=self.min_s, max_replans=settings.max_replans()),
             method_name="execute_complete", timeout=timedelta(seconds=self.timeout),
         )
 

@@ -101,7 +101,7 @@ class SaturnEnsurePoolsOperator(BaseOperator):
 
     def execute(self, context):
         info = context["ti"].xcom_pull(task_ids=self.validate_task_id)
-        if settings.get("manage_pools", "true").lower() in ("false", "0", "no"):
+        if not settings.manage_pools():
             for p in pools.pool_specs(info["nodes"]):
                 self.log.info("manage_pools is off: assuming pool %s exists with %d slots", p["name"], p["slots"])
             return info["nodes"]
@@ -140,7 +140,7 @@ class SaturnProfileOperator(BaseOperator):
         devices = list(range(int(node["gpus"])))
         keys = [leases.device_key(node["name"], d) for d in devices]
         owner = {"job": f"profile:{wl.name}", "plan_id": None, "dag_run": context["run_id"]}
-        with leases.acquire(store, keys, owner, timeout_s=settings.get_float("lease_timeout_s"), log=self.log.info):
+        with leases.acquire(store, keys, owner, timeout_s=settings.lease_timeout_s(), log=self.log.info):
             table = profile_workload(wl, store=store, devices=devices, progress=self.log.info)
         rel = f"runs/{_safe(context['run_id'])}/profile-{node['name']}.json"
         import json
@@ -210,7 +210,7 @@ class SaturnSolveOperator(BaseOperator):
         res = replan.replan_from_store(
             ps, ProgressStore(store), table, parent.plan_id, steps, owner=context["run_id"], solver=solver,
             time_limit=time_limit, restart_overhead_s=settings.restart_overhead_s(),
-            min_gain=settings.get_float("min_preempt_gain"), reason=info.get("reason") or "drift",
+            min_gain=settings.min_preempt_gain(), reason=info.get("reason") or "drift",
             rates=drift.get("rates"), samples=drift.get("samples"), log=self.log.info)
         self.log.info("%s", res.message)
         if res.plan is None:

@@ -64,7 +64,7 @@ class SaturnTrainOperator(BaseOperator):
         keys = [leases.job_key(plan.workload, self.job)] + [leases.device_key(a.node, g) for g in a.gpu_ids]
         owner = {"job": self.job, "plan_id": self.plan_id, "workload": plan.workload, "dag_run": context["run_id"]}
         kept = self.job in ((plan.model_extra or {}).get("kept") or [])
-        timeout = None if kept else settings.get_float("lease_timeout_s")
+        timeout = None if kept else settings.lease_timeout_s()
         with leases.acquire(store, keys, owner, timeout_s=timeout, log=self.log.info):
             verdict, why = training_steps.start_decision(store, plan, self.job)  # the world may have moved while we waited
             if verdict == "done":

@@ -11,15 +11,19 @@ from typing import Any, AsyncIterator, Optional
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from saturn_airflow import settings
+
 
 class DriftTrigger(BaseTrigger):
     """Fire once: kind=drift (re-plan), kind=done (every job finished) or kind=superseded."""
 
-    def __init__(self, plan_id: str, store_url: str, t0: float, poll_s: float = 5.0,
-                 threshold: Optional[float] = None, min_s: Optional[float] = None, max_replans: int = 5):
+    def __init__(self, plan_id: str, store_url: str, t0: float, poll_s: Optional[float] = None,
+                 threshold: Optional[float] = None, min_s: Optional[float] = None, max_replans: Optional[int] = None):
         super().__init__()
-        self.plan_id, self.store_url, self.t0, self.poll_s = plan_id, store_url, float(t0), float(poll_s)
-        self.threshold, self.min_s, self.max_replans = threshold, min_s, int(max_replans)
+        self.plan_id, self.store_url, self.t0 = plan_id, store_url, float(t0)
+        self.poll_s = float(settings.drift_poll_s() if poll_s is None else poll_s)
+        self.threshold, self.min_s = threshold, min_s
+        self.max_replans = None if max_replans is None else int(max_replans)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("saturn_airflow.operators.triggers.DriftTrigger",

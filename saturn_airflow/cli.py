@@ -52,15 +52,16 @@ def _nonneg_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from saturn_airflow.planner import BASELINES, DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, SOLVERS
+    from saturn_airflow import settings
+    from saturn_airflow.planner import BASELINES, SOLVERS
 
     p = _OneLineParser(prog="saturn", description="Plan sweeps of training jobs onto GPUs (Saturn's SPASE MILP).")
     sub = p.add_subparsers(dest="command", parser_class=_OneLineParser)
     pl = sub.add_parser("plan", help="plan a profile table (.json) or a workload (.yaml, profiled first)")
     pl.add_argument("input", nargs="?", help=f"profile table or workload; default: the bundled example ({EXAMPLE})")
     pl.add_argument("-o", "--output", help="write the plan JSON here")
-    pl.add_argument("--solver", choices=SOLVERS, default=DEFAULT_SOLVER)
-    pl.add_argument("--time-limit", type=_positive_float, default=DEFAULT_TIME_LIMIT, help="seconds (default %(default)s)")
+    pl.add_argument("--solver", choices=SOLVERS, default=settings.solver())
+    pl.add_argument("--time-limit", type=_positive_float, default=settings.time_limit(), help="seconds (default %(default)s)")
     pl.add_argument("--baseline", choices=BASELINES, help="plan with a named baseline instead of the MILP")
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--width", type=int, default=72, help="chart width in characters")

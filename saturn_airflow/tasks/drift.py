@@ -49,7 +49,7 @@ class RateWindow:
 
 
 def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[float] = None,
-               min_s: Optional[float] = None, max_replans: int = 5, now: Optional[float] = None,
+               min_s: Optional[float] = None, max_replans: Optional[int] = None, now: Optional[float] = None,
                window: Optional[RateWindow] = None) -> Optional[dict]:
     """One look of the drift watch: an event dict when the watch should end (kind drift|done|superseded), else None.
 
@@ -73,7 +73,7 @@ def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[f
         return {"kind": "done", "plan_id": plan_id, "message": report.summary() + ": " + report.reason,
                 "report": report.to_dict()}
     if report.should_replan:
-        if depth >= max_replans:
+        if depth >= (settings.max_replans() if max_replans is None else max_replans):
             return None  # keep watching until done, without re-planning again
         return {"kind": "drift", "plan_id": plan_id, "message": report.summary() + ": " + report.reason,
                 "reason": report.reason, "report": report.to_dict()}
