@@ -98,7 +98,7 @@ def markdown(rows: list[dict], quick: bool, elapsed: float) -> str:
               f"Python {platform.python_version()}, shared with other jobs"
     head = ["instance", "jobs", "nodes", "solver", "limit s", "wall s", "makespan h", "/ LB", "/ best 10x",
             "warm start h", "final from", "MILP runs", "vs current", "vs max-h", "vs min-h", "vs optimus", "vs random"]
-    lines = [f"# Planner benchmark\n",
+    lines = ["# Planner benchmark\n",
              f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine}. "
              f"Mode: {'quick' if quick else 'full'}; total {elapsed / 60:.1f} min. "
              f"Command: `.venv/bin/python bench/planner_bench.py{' --quick' if quick else ''}`.\n",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from saturn_airflow.store.atomic import write_atomic
-from saturn_airflow.errors import SaturnInputError
+from saturn_airflow.errors import USER_ERRORS, SaturnInputError
 
 EXAMPLE = "saturn_sweep.json"
 
@@ -290,7 +290,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             parser.print_help()
             return 0
         return COMMANDS[args.command](args)
-    except SaturnInputError as e:
+    except USER_ERRORS as e:
         return _fail(2, str(e))
     except _ComponentMissing as e:
         return _fail(1, str(e))

@@ -80,7 +80,7 @@ def _from_airflow(option: str) -> Optional[str]:
     if "airflow" not in sys.modules:
         return None
     try:
-        from airflow.configuration import conf
+        from airflow.configuration import conf  # noqa: TID251 (only when Airflow is already loaded)
 
         if conf.has_option("saturn", option):
             value = conf.get("saturn", option)

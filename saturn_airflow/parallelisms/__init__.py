@@ -14,6 +14,7 @@ import os
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+from saturn_airflow.errors import NotFoundError
 from saturn_airflow.spec.workload import BUILTIN_PARALLELISMS, PARALLELISM_GROUP
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,7 +63,7 @@ def get_parallelism(name: str) -> "Parallelism":
 
     reg = registry()
     if name not in reg:
-        raise KeyError(f"unknown parallelism {name!r} (registered: {', '.join(sorted(reg))})")
+        raise NotFoundError(f"unknown parallelism {name!r} (registered: {', '.join(sorted(reg))})")
     cls = _load(reg[name])
     if not (isinstance(cls, type) and issubclass(cls, Parallelism)):
         raise TypeError(f"parallelism {name!r} -> {reg[name]} is not a subclass of saturn_airflow.parallelisms.base.Parallelism")

@@ -174,10 +174,6 @@ class SearchResult:
         return self.step_s is not None and self.reason is None
 
 
-class Infeasible(Exception):
-    """A config that cannot run for a reason known before trying (a static check)."""
-
-
 @dataclass
 class ExecResult:
     status: str  # "done" | "preempted"

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from saturn_airflow.errors import SaturnInputError, pydantic_message
+from saturn_airflow.errors import InvalidPlanError, NotFoundError, SaturnInputError, pydantic_message
 from saturn_airflow.spec.profile_table import ProfileTable
 
 TIME_TOL = 1e-6
@@ -62,7 +62,7 @@ class Plan(BaseModel):
         for a in self.assignments:
             if a.job == job:
                 return a
-        raise KeyError(job)
+        raise NotFoundError(f"no job {job!r} in plan {self.plan_id}")
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=1)
@@ -166,8 +166,8 @@ def plan_violations(plan: Plan, table: ProfileTable) -> list[str]:
 
 
 def check_plan(plan: Plan, table: ProfileTable) -> Plan:
-    """Raise AssertionError listing the violations; return the plan when valid."""
+    """Raise InvalidPlanError listing the violations; return the plan when valid."""
     bad = plan_violations(plan, table)
     if bad:
-        raise AssertionError(f"invalid plan {plan.plan_id}: " + "; ".join(bad[:5]) + (f" (+{len(bad) - 5})" if len(bad) > 5 else ""))
+        raise InvalidPlanError(f"invalid plan {plan.plan_id}: " + "; ".join(bad[:5]) + (f" (+{len(bad) - 5})" if len(bad) > 5 else ""))
     return plan

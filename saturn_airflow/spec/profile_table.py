@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from saturn_airflow.spec.cluster import Cluster
-from saturn_airflow.errors import SaturnInputError, pydantic_message
+from saturn_airflow.errors import NotFoundError, SaturnInputError, pydantic_message
 
 
 class Config(BaseModel):
@@ -73,7 +73,7 @@ class ProfileTable(BaseModel):
         for j in self.jobs:
             if j.name == name:
                 return j
-        raise KeyError(name)
+        raise NotFoundError(f"no job {name!r} in the profile table")
 
     def feasible_configs(self, job: JobProfile, node) -> list[Config]:
         return [c for c in job.configs if c.fits(node)]

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from saturn_airflow.spec.cluster import Cluster, local_cluster
-from saturn_airflow.errors import SaturnInputError, pydantic_message
+from saturn_airflow.errors import NotFoundError, SaturnInputError, pydantic_message
 
 PARALLELISM_GROUP = "saturn_airflow.parallelisms"
 BUILTIN_PARALLELISMS = ("single", "ddp", "fsdp", "pipeline", "spilling")
@@ -132,7 +132,7 @@ class Workload(BaseModel):
         for j in self.jobs:
             if j.name == name:
                 return j
-        raise KeyError(name)
+        raise NotFoundError(f"no job {name!r} in workload {self.name!r}")
 
     def parallelisms_for(self, job: JobSpec) -> list[str]:
         return list(job.parallelisms or self.parallelisms)

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Optional
 
 import fsspec
 
+from saturn_airflow.errors import NotFoundError
 from saturn_airflow.store.atomic import write_atomic
 from saturn_airflow.spec.plan import Plan, parse_plan
 
@@ -123,7 +124,7 @@ class PlanStore:
     def get(self, plan_id: str) -> Plan:
         data = self.store.read_json(f"plans/{plan_id}.json")
         if data is None:
-            raise KeyError(f"no plan {plan_id!r} in {self.store.url}")
+            raise NotFoundError(f"no plan {plan_id!r} in {self.store.url}")
         return parse_plan(data, source=f"plan {plan_id}")
 
     def ids(self) -> list[str]:

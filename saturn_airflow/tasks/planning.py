@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from saturn_airflow.errors import SaturnInputError
+from saturn_airflow.errors import NotFoundError, SaturnInputError
 from saturn_airflow.spec.plan import Plan, check_plan, parse_plan
 from saturn_airflow.spec.profile_table import ProfileTable, parse_profile_table
 from saturn_airflow.store.files import PlanStore, Store
@@ -86,7 +86,7 @@ def stage(store: Store, plan: Plan, table: Optional[ProfileTable], table_ref: Op
 def staged(store: Store, plan_id: str) -> Plan:
     data = store.read_json(f"staged/{plan_id}.json")
     if data is None:
-        raise KeyError(f"no staged plan {plan_id!r} in {store.url}")
+        raise NotFoundError(f"no staged plan {plan_id!r} in {store.url}")
     return parse_plan(data, source=f"staged plan {plan_id}")
 
 
@@ -94,7 +94,7 @@ def plan_table_of(store: Store, plan: Plan) -> ProfileTable:
     ref = (plan.model_extra or {}).get("table_ref") or table_rel(plan.plan_id)
     data = store.read_json(ref)
     if data is None:
-        raise KeyError(f"the profile table of plan {plan.plan_id} ({ref}) is missing from {store.url}")
+        raise NotFoundError(f"the profile table of plan {plan.plan_id} ({ref}) is missing from {store.url}")
     return parse_profile_table(data, source=ref)
 
 

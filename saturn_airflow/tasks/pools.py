@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from saturn_airflow import settings
+from saturn_airflow.errors import AirflowApiError
 
 def pool_specs(nodes: list[dict]) -> list[dict]:
     """One Airflow pool per node, one slot per GPU (device)."""
@@ -41,14 +42,14 @@ def ensure_pools_rest(base_url: str, nodes: list[dict], *, login: Optional[str] 
         if token is None and login:
             r = client.post("/auth/token", json={"username": login, "password": password or ""})
             if r.status_code >= 400:
-                raise RuntimeError(f"Airflow API login as {login!r} at {base} failed: {r.status_code} {r.text[:200]}")
+                raise AirflowApiError(f"Airflow API login as {login!r} at {base} failed: {r.status_code} {r.text[:200]}")
             token = r.json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         done = []
         for p in pool_specs(nodes):
             r = client.get(f"/api/v2/pools/{p['name']}", headers=headers)
             if r.status_code in (401, 403):
-                raise RuntimeError(f"Airflow API at {base} refused pool access ({r.status_code}); set the "
+                raise AirflowApiError(f"Airflow API at {base} refused pool access ({r.status_code}); set the "
                                    "'saturn_api' connection (login/password of a user allowed to edit pools)")
             body = {"name": p["name"], "slots": p["slots"], "description": p["description"],
                     "include_deferred": p["include_deferred"]}
@@ -61,7 +62,7 @@ def ensure_pools_rest(base_url: str, nodes: list[dict], *, login: Optional[str] 
             else:
                 action = "exists"
             if r.status_code >= 400:
-                raise RuntimeError(f"pool {p['name']}: {r.status_code} {r.text[:300]}")
+                raise AirflowApiError(f"pool {p['name']}: {r.status_code} {r.text[:300]}")
             log(f"pool {p['name']}: {action} ({p['slots']} slots)")
             done.append({**p, "action": action})
         return done
