@@ -15,12 +15,13 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from saturn_airflow.errors import NotFoundError
-from saturn_airflow.spec.workload import BUILTIN_PARALLELISMS, PARALLELISM_GROUP
 
 if TYPE_CHECKING:  # pragma: no cover
     from saturn_airflow.parallelisms.base import Parallelism
 
-_BUILTIN_PATHS = {
+PARALLELISM_GROUP = "saturn_airflow.parallelisms"
+# The built-ins, as pyproject.toml's entry points declare them (for a source tree never pip-installed).
+BUILTIN = {
     "single": "saturn_airflow.parallelisms.single:Single",
     "ddp": "saturn_airflow.parallelisms.ddp:DDP",
     "fsdp": "saturn_airflow.parallelisms.fsdp:FSDP",
@@ -34,7 +35,7 @@ def registry() -> dict[str, str]:
     """name -> "module:Class" for every registered parallelism (entry points, else the built-ins)."""
     found = {ep.name: ep.value for ep in entry_points(group=PARALLELISM_GROUP)}
     if not found:  # running from a source tree that was never pip-installed
-        found = {n: _BUILTIN_PATHS[n] for n in BUILTIN_PARALLELISMS}
+        found = dict(BUILTIN)
     for item in filter(None, os.environ.get(ENV_EXTRA, "").split(",")):
         n, _, t = item.partition("=")
         found[n.strip()] = t.strip()

@@ -11,9 +11,10 @@ import json
 import uuid
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from saturn_airflow.errors import InvalidPlanError, NotFoundError, SaturnInputError, pydantic_message
+from saturn_airflow.spec.documents import decode_json, parse_document
+from saturn_airflow.errors import InvalidPlanError, NotFoundError
 from saturn_airflow.spec.profile_table import ProfileTable
 
 TIME_TOL = 1e-6
@@ -80,15 +81,7 @@ def now_iso() -> str:
 
 
 def parse_plan(data, source: str = "plan") -> Plan:
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except json.JSONDecodeError as e:
-            raise SaturnInputError(f"{source}: malformed JSON: {e.msg} at line {e.lineno} column {e.colno}")
-    try:
-        return Plan.model_validate(data)
-    except ValidationError as e:
-        raise SaturnInputError(pydantic_message(source, e)) from None
+    return parse_document(Plan, data, source, decode=decode_json)
 
 
 def fill_after(assignments: list[Assignment]) -> None:
