@@ -133,7 +133,7 @@ class SaturnProfileOperator(BaseOperator):
         if info.get("replan_of"):
             self.log.info("re-plan: profiling nothing; the planner uses the stored table and observed rates")
             return None
-        from saturn_airflow.profiling.profiler import profile_workload  # torch side (issue 3); heavy import
+        from saturn_airflow.profiling.profiler import profile_workload  # torch side; heavy import
 
         store = _store(self.store_url)
         wl = load_workload(info["workload_path"])

@@ -75,7 +75,7 @@ class SaturnTrainOperator(BaseOperator):
             return self._run(store, plan, a, context)
 
     def _run(self, store: Store, plan, a, context) -> dict:
-        from saturn_airflow.execution.launch import run_job  # torch side (issue 3)
+        from saturn_airflow.execution.launch import run_job  # torch side: imported only when a job runs
 
         wl_path = (plan.model_extra or {}).get("workload_path")
         preempted_by: list[str] = []

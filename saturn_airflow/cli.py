@@ -1,4 +1,4 @@
-"""The `saturn` command: plan, show, simulate, profile (DESIGN.md, CLI contract).
+"""The `saturn` command: plan, show, simulate, profile (docs/contracts.md, CLI).
 
 Bad input of any kind exits with status 2 and one line on stderr naming the problem, and writes
 nothing; a missing optional component exits 1 with one line. Set SATURN_DEBUG=1 for tracebacks.
@@ -173,7 +173,7 @@ def load_plan_file(path: str):
 
 
 def self_violations(plan) -> list[str]:
-    """DESIGN.md's validity rules that need no profile table: the plan against a table made from itself."""
+    """The plan validity rules (docs/contracts.md) that need no profile table: the plan against a table made from itself."""
     from saturn_airflow.spec.plan import plan_violations
     from saturn_airflow.spec.profile_table import ProfileTable
 

@@ -107,7 +107,7 @@ def remaining_table(table: ProfileTable, plan: Plan, observed: dict[str, Observe
     observed slowdown, plus `restart_overhead_s` when it has already made progress.
     """
     restart_overhead_s = settings.restart_overhead_s() if restart_overhead_s is None else restart_overhead_s
-    from saturn_airflow.planner import PinnedJob  # the planner package (issue 2); imported late, it is heavy
+    from saturn_airflow.planner import PinnedJob  # imported late: it is heavy
 
     jobs: list[JobProfile] = []
     pinned: dict[str, Any] = {}

@@ -33,7 +33,7 @@ def resolve(path: str) -> Callable:
 
 
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the last dimension (DESIGN.md default)."""
+    """Cross-entropy over the last dimension (the workload contract's default)."""
     return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]).float(), targets.reshape(-1))
 
 

@@ -1,6 +1,6 @@
-"""The plan IR (DESIGN.md contract): where the planner, the stores, Airflow rendering and the UI meet.
+"""The plan IR (contract: docs/contracts.md): where the planner, the stores, Airflow rendering and the UI meet.
 
-`check_plan` implements DESIGN.md's validity rules; the planner runs it on its own output before
+`check_plan` implements the validity rules of docs/contracts.md; the planner runs it on its own output before
 returning anything, and the tests run it on every plan they see.
 """
 
@@ -85,7 +85,7 @@ def parse_plan(data, source: str = "plan") -> Plan:
 
 
 def fill_after(assignments: list[Assignment]) -> None:
-    """Set each assignment's `after` to the previous holders of its GPU ids (DESIGN.md rule)."""
+    """Set each assignment's `after` to the previous holders of its GPU ids (a validity rule)."""
     for a in assignments:
         prev: set[str] = set()
         for gid in a.gpu_ids:
@@ -99,7 +99,7 @@ def fill_after(assignments: list[Assignment]) -> None:
 
 
 def plan_violations(plan: Plan, table: ProfileTable) -> list[str]:
-    """Every way `plan` breaks DESIGN.md's validity rules against `table` (empty list: valid)."""
+    """Every way `plan` breaks the validity rules against `table` (empty list: valid)."""
     out: list[str] = []
     nodes = {n.name: n for n in table.cluster.nodes}
     seen: dict[str, int] = {}

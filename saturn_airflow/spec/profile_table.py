@@ -1,4 +1,4 @@
-"""The profile table (DESIGN.md contract): the planner's whole input.
+"""The profile table (contract: docs/contracts.md): the planner's whole input.
 
 For every job, the configurations it can run in (parallelism, GPU count, knobs, optional GPU type)
 with the predicted wall time of the whole job in each.

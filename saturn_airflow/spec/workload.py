@@ -1,4 +1,4 @@
-"""The workload (DESIGN.md contract): what a user writes in YAML, loaded, validated and grid-expanded.
+"""The workload (contract: docs/contracts.md): what a user writes in YAML, loaded, validated and grid-expanded.
 
 Validation never imports torch or the user's factories; it checks shapes, names and references
 that can be checked statically, so a bad workload fails in milliseconds with one line.

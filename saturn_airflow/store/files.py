@@ -28,7 +28,7 @@ from saturn_airflow.spec.plan import Plan, parse_plan
 
 
 def default_store_url() -> str:
-    """$SATURN_HOME, else $AIRFLOW_HOME/saturn, else ~/airflow/saturn (DESIGN.md)."""
+    """$SATURN_HOME, else $AIRFLOW_HOME/saturn, else ~/airflow/saturn."""
     if os.environ.get("SATURN_HOME"):
         return os.environ["SATURN_HOME"]
     for key in ("AIRFLOW__SATURN__STORE_URL",):

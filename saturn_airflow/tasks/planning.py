@@ -22,7 +22,7 @@ MIN_DEVICES_FALLBACK = {"pipeline": 2}
 
 def _min_devices(name: str) -> int:
     try:
-        from saturn_airflow.parallelisms import get_parallelism  # issue 3's registry; may import torch
+        from saturn_airflow.parallelisms import get_parallelism  # may import torch
 
         cls = get_parallelism(name)
         value = getattr(cls, "min_devices", None)

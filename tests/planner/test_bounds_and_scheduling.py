@@ -15,7 +15,7 @@ from saturn_airflow.planner.list_scheduler import list_schedule, makespan
 from saturn_airflow.planner.milp import build_time_indexed, extract
 from saturn_airflow.spec.profile_table import ProfileTable
 
-ADAPTDL = Path("/work/shared/data/external/adaptdl-osdi21")
+ADAPTDL = Path(__file__).resolve().parents[1] / "data" / "adaptdl-osdi21"
 
 
 def _random_solution(inst, rng):
