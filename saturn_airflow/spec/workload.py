@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from saturn_airflow.spec.cluster import Cluster, local_cluster
+from saturn_airflow.spec.early_stop import EarlyStopSpec, Halving, resolve as resolve_early_stop
 from saturn_airflow.spec.documents import decode_yaml, parse_document, read_document
 from saturn_airflow.errors import NotFoundError, pydantic_message
 
@@ -87,6 +88,7 @@ class Workload(BaseModel):
     parallelisms: list[str] = Field(default_factory=registered_parallelism_names)
     jobs: list[JobSpec] = Field(min_length=1)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    early_stop: Optional[EarlyStopSpec] = None  # successive halving (spec/early_stop.py)
 
     @field_validator("name")
     @classmethod
@@ -121,7 +123,13 @@ class Workload(BaseModel):
             for p in j.parallelisms or []:
                 if p not in self.parallelisms:
                     raise ValueError(f"job {j.name!r}: parallelism {p!r} is not in the workload's parallelisms")
+        if self.early_stop is not None:
+            resolve_early_stop(self.early_stop, self.jobs)
         return self
+
+    def halving(self) -> Optional[Halving]:
+        """The resolved early-stop setup (groups, metric, goal), or None without `early_stop`."""
+        return None if self.early_stop is None else resolve_early_stop(self.early_stop, self.jobs)
 
     def job(self, name: str) -> JobSpec:
         for j in self.jobs:
