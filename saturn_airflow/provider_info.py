@@ -75,6 +75,14 @@ def get_provider_info() -> dict:
                         "description": "The factory DAG file renders the newest N plan versions.",
                         "version_added": "0.1.0", "type": "integer", "example": "50", "default": "200",
                     },
+                    "mlflow_tracking_uri": {
+                        "description": "Track every sweep in MLflow (a parent run per sweep, a child run per job); empty: off. Needs the mlflow extra.",
+                        "version_added": "0.1.0", "type": "string", "example": "http://127.0.0.1:5000", "default": "",
+                    },
+                    "mlflow_experiment": {
+                        "description": "The MLflow experiment sweeps are tracked in; empty: the workload's name.",
+                        "version_added": "0.1.0", "type": "string", "example": "sweeps", "default": "",
+                    },
                 },
             }
         },

@@ -26,6 +26,8 @@ DEFAULTS: dict[str, str] = {
     "manage_pools": "true",      # the planning DAG creates/resizes the pools (REST API, connection saturn_api)
     "lease_timeout_s": "3600",   # how long a training task waits for its devices' leases
     "render_max_plans": "200",   # the factory renders the newest N plan versions
+    "mlflow_tracking_uri": "",   # set (http://host:5000, sqlite:///mlflow.db, ...) to track sweeps in MLflow
+    "mlflow_experiment": "",     # the MLflow experiment; empty: the workload's name
 }
 
 
@@ -101,3 +103,12 @@ def restart_overhead_s() -> float:
 def pool_name(node: str) -> str:
     """The Airflow pool of a cluster node (one slot per GPU)."""
     return f"{get('pool_prefix')}{node}"
+
+
+def mlflow_tracking_uri() -> str:
+    """Where sweeps are tracked in MLflow; empty (the default) turns tracking off."""
+    return get("mlflow_tracking_uri").strip()
+
+
+def mlflow_experiment(workload: str) -> str:
+    return get("mlflow_experiment").strip() or workload
