@@ -1,7 +1,7 @@
 """Per-job results records: held-out evaluation points keyed by step, the job's attempts, its hyper-parameters.
 
 Layout under the store root:
-  metrics/<workload>/<job>.json   {"job", "workload", "evaluation": {metric, goal, metrics}, "params",
+  metrics/<workload>/<job>.json   {"job", "workload", "evaluation": {metric, goal, metrics}, "params", "spec",
                                    "points": [{"step", "values", "plan_id", "parallelism", "world_size", "t", ...}],
                                    "attempts": [{"plan_id", "parallelism", "device_ids", "start_step",
                                                  "started_at", "ended_at", "end_step", "status"}]}
@@ -61,6 +61,7 @@ class MetricsStore:
     def _base(self, workload: str, job) -> dict:
         rec = self.get(workload, job.name) or {"job": job.name, "workload": workload, "points": [], "attempts": []}
         rec["params"] = flat_params(job)
+        rec["spec"] = job.model_dump(mode="json")  # enough to rebuild the model later (`saturn export`)
         ev = job.evaluation
         rec["evaluation"] = None if ev is None else {"metric": ev.metric, "goal": ev.goal, "metrics": ev.names,
                                                      "every_steps": ev.every_steps, "batches": ev.batches}

@@ -193,7 +193,8 @@ def render_text(board: Board, *, paths: bool = True) -> str:
         better = "lower" if sec.goal == "min" else "higher"
         what = f"held-out {sec.metric}" if sec.heldout else "last training loss (no held-out evaluation configured)"
         done = sum(r.state == "done" for r in sec.rows)
-        lines.append(f"Leaderboard of {board.workload}: {what}, {better} is better; {len(sec.rows)} jobs, {done} done")
+        n = len(sec.rows)
+        lines.append(f"Leaderboard of {board.workload}: {what}, {better} is better; {n} job{'s' * (n != 1)}, {done} done")
         others = [m for m in dict.fromkeys(k for r in sec.rows for k in r.values) if m != sec.metric]
         head = ["#", "job", "state", f"{sec.metric} final", "best (step)"] + others + board.varying + \
                ["parallelism", "GPUs", "wall"] + (["model file"] if paths else [])
