@@ -26,7 +26,7 @@ import fnmatch
 import json
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TRAIN_LOSS = "train_loss"
 DEFAULT_GOALS = {"loss": "min", TRAIN_LOSS: "min", "accuracy": "max"}
