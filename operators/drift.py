@@ -1,8 +1,9 @@
 """The drift sensor (deferrable, never reschedule mode: apache/airflow#71172) and the re-plan trigger task.
 
 `SaturnDriftSensor` starts with its plan's DAG run, defers to `DriftTrigger` and returns the trigger's
-event (kind drift | done | superseded) as its XCom. `SaturnReplanTriggerOperator` then starts a run of
-the planning DAG with the observed state in its conf when the kind is drift, and skips otherwise. Its
+event (kind drift | rung | done | superseded) as its XCom. `SaturnReplanTriggerOperator` then starts a
+run of the planning DAG with the observed state in its conf when the kind is drift or rung (successive
+halving: devices freed at a rung), and skips otherwise. Its
 run id is derived from the plan id, so one plan can never start two re-plan runs.
 """
 
@@ -76,7 +77,7 @@ class SaturnReplanTriggerOperator(TriggerDagRunOperator):
 
     def execute(self, context):
         event = context["ti"].xcom_pull(task_ids=self.sensor_task_id) or {}
-        if event.get("kind") != "drift":
+        if event.get("kind") not in ("drift", "rung"):
             raise AirflowSkipException(f"no re-plan: {event.get('kind') or 'no event'}: {event.get('message', '')}")
         self.conf = drift_steps.replan_conf(event)
         self.log.info("triggering %s for a re-plan of %s: %s", self.trigger_dag_id, self.plan_id, event.get("reason"))

@@ -188,12 +188,22 @@ class SaturnSolveOperator(BaseOperator):
         table = planning_steps.merge_tables(tables, wl.cluster)
         self.log.info("solving %d jobs on %d nodes with %s (time limit %.0f s)", len(table.jobs),
                       len(table.cluster.nodes), solver, time_limit)
-        plan = plan_table(table, solver=solver, time_limit=time_limit, workload=wl.name, progress=self.log.info)
+        halving = wl.halving()
+        if halving is not None and halving.groups:  # successive halving: every job's first segment
+            from saturn_airflow.tasks import rungs
+
+            plan, plan_on = rungs.first_plan(store, table, halving, workload=wl.name, solver=solver,
+                                             time_limit=time_limit, progress=self.log.info)
+            self.log.info("successive halving: %d group(s), rungs %s, keep %s; the plan runs every job to its "
+                          "first rung", len(halving.groups), halving.rungs, halving.keep)
+        else:
+            plan = plan_table(table, solver=solver, time_limit=time_limit, workload=wl.name, progress=self.log.info)
+            plan_on = table
         drift = {"threshold": _float(self.drift_threshold), "min_s": _float(self.drift_min_s)}
         data = plan.model_dump(mode="json")
         data.update(workload_path=info["workload_path"], drift=drift, planning_run=context["run_id"])
         plan = Plan.model_validate(data)
-        planning_steps.stage(store, plan, table)
+        planning_steps.stage(store, plan, plan_on)
         self.log.info("plan %s: makespan %.1f s, lower bound %.1f s, solver %s %s", plan.plan_id, plan.makespan_s,
                       plan.lower_bound_s, plan.solver.name, plan.solver.status)
         return plan.plan_id
@@ -204,14 +214,27 @@ class SaturnSolveOperator(BaseOperator):
 
         ps = PlanStore(store)
         parent = ps.get(info["replan_of"])
+        drift = (context.get("params") or {}).get("drift") or {}
+        from saturn_airflow.control import segments
+
+        if segments.section(parent) is not None:  # successive halving: plan the remaining segments
+            from saturn_airflow.tasks import rungs
+
+            res = rungs.replan_from_store(store, parent.plan_id, owner=context["run_id"], solver=solver,
+                                          time_limit=time_limit, reason=info.get("reason") or "rung",
+                                          kind=drift.get("kind") or "drift", rates=drift.get("rates"),
+                                          log=self.log.info)
+            return self._stage_child(store, parent, res)
         table = planning_steps.plan_table_of(store, parent)
         steps = {j.name: j.steps for j in wl.jobs}
-        drift = (context.get("params") or {}).get("drift") or {}
         res = replan.replan_from_store(
             ps, ProgressStore(store), table, parent.plan_id, steps, owner=context["run_id"], solver=solver,
             time_limit=time_limit, restart_overhead_s=settings.restart_overhead_s(),
             min_gain=settings.min_preempt_gain(), reason=info.get("reason") or "drift",
             rates=drift.get("rates"), samples=drift.get("samples"), log=self.log.info)
+        return self._stage_child(store, parent, res)
+
+    def _stage_child(self, store, parent, res):
         self.log.info("%s", res.message)
         if res.plan is None:
             raise AirflowSkipException(res.message)

@@ -21,6 +21,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from saturn_airflow import settings
+from saturn_airflow.control import segments
 
 from saturn_airflow.execution import leases
 
@@ -105,7 +106,8 @@ class SaturnTrainOperator(BaseOperator):
         try:
             result = run_job(wl_path, self.job, parallelism=a.parallelism, knobs=dict(a.knobs),
                              device_ids=list(a.gpu_ids), store_url=store.url, plan_id=plan.plan_id,
-                             log=self.log.info, stop_event=self._stop)
+                             log=self.log.info, stop_event=self._stop, steps=segments.target(plan, self.job),
+                             rung_gate=segments.rung_gate(plan, self.job))
             status = getattr(result, "status", "failed")
         finally:
             self._stop.set()
@@ -117,7 +119,7 @@ class SaturnTrainOperator(BaseOperator):
         out = {"job": self.job, "status": status, "ran": True, "started_at": started, "ended_at": ended,
                "planned_s": a.runtime_s, "actual_s": ended - started}
         self.log.info("%s ended %s after %.1f s (planned %.1f s)", self.job, status, ended - started, a.runtime_s)
-        if status == "done":
+        if status in ("done", "paused", "stopped"):  # paused: at the end of its segment (a rung)
             return out
         if status == "preempted":
             raise AirflowSkipException(f"preempted by plan {preempted_by[0] if preempted_by else '?'}: "

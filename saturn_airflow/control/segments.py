@@ -52,6 +52,18 @@ def target(plan: Plan, job: str) -> Optional[int]:
     return int(seg["to"]) if seg else None
 
 
+def nothing_waits_for(plan: Plan, job: str) -> bool:
+    """Whether no job of `plan` takes its GPUs over from `job`: a promoted job may then train on past
+    its rung in the same process (no relaunch) instead of pausing there."""
+    return any(a.job == job for a in plan.assignments) and not any(job in a.after for a in plan.assignments)
+
+
+def rung_gate(plan: Plan, job: str) -> Optional[str]:
+    """The runner's gate for `job` under `plan`: "halving" for a grouped job of a segmented plan."""
+    h = halving_of(plan)
+    return "halving" if h is not None and h.group_of(job) else None
+
+
 def is_rung_replan(plan: Plan) -> bool:
     return bool((plan.model_extra or {}).get("replan", {}).get("kind") == "rung")
 
@@ -88,43 +100,70 @@ def records_for_drift(plan: Plan, records: dict[str, Optional[dict]]) -> dict[st
 
 # ---- metric values at rungs -------------------------------------------------------------------
 
-def rung_values(halving: Halving, metric_records: dict[str, dict]) -> dict[str, dict[int, float]]:
+def _point_value(halving: Halving, point: dict) -> Optional[float]:
+    v = point.get("train_loss") if halving.metric == TRAIN_LOSS else (point.get("values") or {}).get(halving.metric)
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _points(rec: Any, plan_ids: Optional[set[str]]) -> list[dict]:
+    """A results record's points, only those written under `plan_ids` (this sweep's plans) when given."""
+    if not isinstance(rec, dict):
+        return []
+    return [p for p in rec.get("points") or [] if plan_ids is None or p.get("plan_id") in plan_ids]
+
+
+def rung_values(halving: Halving, metric_records: dict[str, dict],
+                plan_ids: Optional[set[str]] = None) -> dict[str, dict[int, float]]:
     """job -> {rung step: value} from the jobs' results records (held-out points at rung steps)."""
     rungs = set(halving.rungs)
     out: dict[str, dict[int, float]] = {}
     for job, rec in (metric_records or {}).items():
-        if not isinstance(rec, dict) or halving.group_of(job) is None:
+        if halving.group_of(job) is None:
             continue
         vals = {}
-        for p in rec.get("points") or []:
-            step = p.get("step")
-            if step not in rungs:
-                continue
-            v = p.get("train_loss") if halving.metric == TRAIN_LOSS else (p.get("values") or {}).get(halving.metric)
-            if isinstance(v, (int, float)):
-                vals[int(step)] = float(v)
+        for p in _points(rec, plan_ids):
+            v = _point_value(halving, p)
+            if p.get("step") in rungs and v is not None:
+                vals[int(p["step"])] = v
         out[job] = vals
     return out
 
 
-def final_values(halving: Halving, metric_records: dict[str, dict]) -> dict[str, Optional[float]]:
-    """job -> its metric at its last step (None until it has one)."""
-    out: dict[str, Optional[float]] = {}
-    for job, steps in halving.steps.items():
-        rec = (metric_records or {}).get(job) or {}
-        out[job] = None
-        for p in rec.get("points") or []:
-            if p.get("step") == steps:
-                v = p.get("train_loss") if halving.metric == TRAIN_LOSS else (p.get("values") or {}).get(halving.metric)
-                out[job] = float(v) if isinstance(v, (int, float)) else None
+def rung_values_with_time(halving: Halving, metric_records: dict[str, dict], rung: int) -> dict[str, tuple[float, float]]:
+    """job -> (value, time recorded) at one rung: the arrival order Ray Tune's rule depends on."""
+    out = {}
+    for job, rec in (metric_records or {}).items():
+        for p in _points(rec, None):
+            v = _point_value(halving, p)
+            if p.get("step") == rung and v is not None:
+                out[job] = (v, float(p.get("t") or 0.0))
     return out
 
 
-def verdicts(halving: Halving, metric_records: dict[str, dict], records: dict[str, Optional[dict]]) -> dict[str, Verdict]:
+def final_values(halving: Halving, metric_records: dict[str, dict],
+                 plan_ids: Optional[set[str]] = None) -> dict[str, Optional[float]]:
+    """job -> its metric at its last step (None until it has one)."""
+    out: dict[str, Optional[float]] = {}
+    for job, steps in halving.steps.items():
+        out[job] = None
+        for p in _points((metric_records or {}).get(job), plan_ids):
+            if p.get("step") == steps:
+                out[job] = _point_value(halving, p)
+    return out
+
+
+def verdicts(halving: Halving, metric_records: dict[str, dict], records: dict[str, Optional[dict]],
+             plan_ids: Optional[set[str]] = None) -> dict[str, Verdict]:
     """Every grouped job's verdict now. A job failed for good can no longer arrive anywhere."""
     gone = {j for j, r in (records or {}).items() if (r or {}).get("state") == "failed"}
     return decide_all(halving.groups, halving.rungs, halving.keep, halving.goal,
-                      rung_values(halving, metric_records), gone)
+                      rung_values(halving, metric_records, plan_ids), gone)
+
+
+def of_lineage(records: dict[str, Optional[dict]], plan_ids: set[str]) -> dict[str, Optional[dict]]:
+    """Only the records written under this sweep's plans: a record of an earlier sweep of the same
+    workload name says nothing about this one."""
+    return {j: r for j, r in (records or {}).items() if r and r.get("plan_id") in plan_ids}
 
 
 def to_stop(verdict: dict[str, Verdict], records: dict[str, Optional[dict]]) -> list[str]:
@@ -165,14 +204,16 @@ def rung_event(plan: Plan, records: dict[str, Optional[dict]], verdict: dict[str
     if es is None:
         return None
     nodes = es.get("nodes") or {}
-    node_of = {a.job: a.node for a in plan.assignments}
+    mine = {a.job: a for a in plan.assignments}
     everything = {(n, g) for n, count in nodes.items() for g in range(int(count))}
     busy: set[tuple[str, int]] = set()
     running = []
     for job, rec in records.items():
         if (rec or {}).get("state") == "running":
             running.append(job)
-            busy |= _devices(rec.get("node") or node_of.get(job) or next(iter(nodes), None), rec.get("device_ids"))
+            a = mine.get(job)
+            node = rec.get("node") or (a.node if a else next(iter(nodes), None))
+            busy |= _devices(node, rec.get("device_ids") or (a.gpu_ids if a else []))
     reserved: set[tuple[str, int]] = set()
     ended: set[tuple[str, int]] = set()
     for a in plan.assignments:
@@ -263,12 +304,18 @@ def first_plan(table: ProfileTable, halving: Halving, *, workload: str, solver: 
     return Plan.model_validate(data), seg_table
 
 
-def _segment_of(halving: Halving, job: str, rec: dict) -> tuple[int, int]:
-    """(from, to) of the job's next piece of work: a running job's is the one it runs (its record's
-    total is the launch's target), any other's from where it stands to its next rung."""
+def _segment_of(halving: Halving, job: str, rec: dict, plans: dict[str, Plan]) -> tuple[int, int]:
+    """(from, to) of the job's next piece of work: a running job's is the segment the plan running it
+    gave it (else its record's total, the launch's target), any other's from where it stands to its
+    next rung."""
     step = int(rec.get("step") or 0)
-    if rec.get("state") == "running" and rec.get("total"):
-        return step, int(rec["total"])
+    if rec.get("state") == "running":
+        running_under = plans.get(rec.get("plan_id"))
+        end = target(running_under, job) if running_under is not None else None
+        if end is None and not rec.get("leased_only"):
+            end = int(rec.get("total") or 0) or None
+        if end is not None:
+            return step, end
     return step, halving.segment_end(job, step)
 
 
@@ -291,12 +338,13 @@ def replan_segments(table: ProfileTable, plan: Plan, lineage: list[Plan], record
     plan not started yet, preempted ones. Left out: done, stopped, losers, and jobs that wait for the
     rest of their group. `table` is the full-run profile table; `lineage` the plan's ancestors.
     """
-    from saturn_airflow.control.replan import replan_plan
+    from saturn_airflow.control.replan import ReplanResult, replan_plan
 
     halving = halving_of(plan)
     es = section(plan)
     losers = {j for j, v in verdict.items() if v.action == STOP}
     names = {j.name for j in table.jobs}
+    by_id = {p.plan_id: p for p in lineage + [plan]}
     todo: list[str] = []
     waiting: list[str] = []
     view: dict[str, Optional[dict]] = {}
@@ -306,7 +354,9 @@ def replan_segments(table: ProfileTable, plan: Plan, lineage: list[Plan], record
         rec = dict(records.get(job) or {})
         state = rec.get("state")
         grouped = halving.group_of(job) is not None
-        if state in ("done", STOPPED) or job in losers or (state == "failed" and rec.get("plan_id") == plan.plan_id):
+        # a running job is never left out: one whose rung value just came in pauses there by itself
+        if state in ("done", STOPPED) or (job in losers and state != "running") \
+                or (state == "failed" and rec.get("plan_id") == plan.plan_id):
             continue
         if state == PAUSED and grouped:
             v = verdict.get(job)
@@ -316,7 +366,7 @@ def replan_segments(table: ProfileTable, plan: Plan, lineage: list[Plan], record
         in_lineage = any(a.job == job for p in lineage + [plan] for a in p.assignments)
         if not in_lineage:
             continue
-        frm, to = _segment_of(halving, job, rec)
+        frm, to = _segment_of(halving, job, rec, by_id)
         if to <= frm and state != "running":
             continue
         todo.append(job)
@@ -326,10 +376,14 @@ def replan_segments(table: ProfileTable, plan: Plan, lineage: list[Plan], record
                 rec["state"] = "preempted"  # resumable from its checkpoint under the new plan
             rec["total"] = to
         view[job] = rec or None
+    if not todo:
+        why = (f"nothing to plan now: {', '.join(waiting)} wait(s) for the rest of the group" if waiting
+               else "nothing remains to plan: every job has finished or stopped")
+        return ReplanResult(None, "none", {}, {}, why)
     seg_table = scaled_table(table, ends, halving.steps)
     pv = plan_view(plan, lineage, todo)
     stopped = dict(es.get("stopped") or {})
-    for j in sorted(losers):
+    for j in sorted(losers - set(todo)):
         v = verdict[j]
         stopped[j] = {"rung": v.rung, "rank": v.rank, "arrived": v.arrived, "quota": v.quota, "value": v.value}
     res = replan_plan(seg_table, pv, view, ends, reason=reason, **kw)

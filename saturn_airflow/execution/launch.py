@@ -1,5 +1,8 @@
 """Launching the runner under torchrun on exactly the given devices, and telling done/preempted/failed apart.
 
+One device: the runner runs directly (RANK/WORLD_SIZE/MASTER_* set as torchrun would), without
+torchrun's own interpreter and torch import (seconds per launch, tens on a loaded machine).
+
 GPUs: CUDA_VISIBLE_DEVICES = the ids, LOCAL_RANK picks one. CPU: one device = one core; the launch
 is pinned to the cores (taskset / sched_setaffinity) and each rank to its own core, one thread.
 A stop_event sends SIGTERM: the ranks agree on a stop step, checkpoint and exit 75; torchrun itself
@@ -71,8 +74,21 @@ class LaunchOutcome:
 
 
 def _runner_cmd(n: int) -> list[str]:
+    if n == 1:  # one rank needs no launcher: torchrun would cost a second interpreter and torch import
+        return [sys.executable, "-m", "saturn_airflow.execution.runner"]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={n}",
             "--max-restarts=0", "-m", "saturn_airflow.execution.runner"]
+
+
+def _single_rank_env() -> dict[str, str]:
+    """What torchrun would give a lone rank: its place in a world of one and a free rendezvous port."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "GROUP_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
 def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: str,
@@ -85,7 +101,8 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
     tmp = os.path.join(result_dir, "tmp")
     os.makedirs(tmp, exist_ok=True)
     t0 = time.time()
-    full_env = {**os.environ, **launch_env(device_ids, kind), "SATURN_LAUNCH_T0": repr(t0),
+    full_env = {**os.environ, **launch_env(device_ids, kind),
+                **(_single_rank_env() if len(device_ids) == 1 else {}), "SATURN_LAUNCH_T0": repr(t0),
                 "SATURN_RUN_ID": uuid.uuid4().hex[:8], "TMPDIR": tmp, "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = _runner_cmd(len(device_ids)) + list(runner_args) + ["--result-dir", result_dir]
     preexec = None
@@ -147,7 +164,7 @@ def _signal(proc: subprocess.Popen, sig: int) -> None:
 
 @dataclass
 class JobResult:
-    status: str  # "done" | "preempted" | "failed"
+    status: str  # "done" | "paused" (at a rung) | "stopped" (early, for good) | "preempted" | "failed"
     job: str
     step: Optional[int] = None
     total: Optional[int] = None
@@ -185,7 +202,8 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
             checkpoint_dir: Optional[str] = None, ckpt_every_s: Optional[float] = None,
             ckpt_every_steps: Optional[int] = None, steps: Optional[int] = None, stop_at_step: Optional[int] = None,
             loss_log: Optional[str] = None, progress_every_s: float = 3.0, timeout_s: Optional[float] = None,
-            env: Optional[dict] = None, on_start: Optional[Callable[[subprocess.Popen], None]] = None) -> "JobResult":
+            env: Optional[dict] = None, on_start: Optional[Callable[[subprocess.Popen], None]] = None,
+            rung_gate: Optional[str] = None) -> "JobResult":
     """Train `job` under `parallelism`/`knobs` on exactly `device_ids`, resuming from its latest checkpoint.
 
     Blocks until the job is done, preempted (stop_event set: SIGTERM, checkpoint, exit) or failed.
@@ -201,7 +219,8 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
                 "--mode", "train", "--store", store_url, "--plan-id", plan_id or "", "--checkpoint-dir", ck,
                 "--progress-every-s", str(progress_every_s)]
         for flag, val in (("--ckpt-every-s", ckpt_every_s), ("--ckpt-every-steps", ckpt_every_steps),
-                          ("--steps", steps), ("--stop-at-step", stop_at_step), ("--loss-log", loss_log)):
+                          ("--steps", steps), ("--stop-at-step", stop_at_step), ("--loss-log", loss_log),
+                          ("--rung-gate", rung_gate)):
             if val is not None:
                 args += [flag, str(val)]
         out = launch_runner(args, list(device_ids), result_dir=os.path.join(folder, "result"), log=log,
@@ -210,8 +229,16 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
         res = out.result or {}
         wall = out.t_exit - out.t_launch
         details = {"result": res, "errors": out.errors[:4]}
-        if res.get("status") == "done" and out.returncode == 0:
+        # result.json is rank 0's last act (after the final checkpoint): a stop that lands during teardown
+        # does not undo a finished launch
+        if res.get("status") == "done" and (out.returncode == 0 or out.stopped):
             status, msg = "done", "done"
+            if res.get("job_steps") and int(res.get("step") or 0) < int(res["job_steps"]):
+                status, msg = "paused", f"paused at step {res.get('step')} (a rung): checkpoint saved"
+        elif res.get("status") == "stopped" and out.returncode == 0:
+            status, msg = "stopped", f"stopped early at step {res.get('step')}: checkpoint saved"
+        elif res.get("status") == "paused" and out.returncode == 0:
+            status, msg = "paused", f"paused at step {res.get('step')} (a rung, undecided): checkpoint saved"
         elif res.get("status") == "preempted" or (out.stopped and res.get("status") != "done"):
             status, msg = "preempted", "preempted (SIGTERM): checkpoint saved" if res else "stopped during start-up"
         else:

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 import traceback
-from typing import Optional
+from typing import Callable, Optional
 
 from saturn_airflow.store.atomic import write_atomic
 
@@ -33,8 +33,11 @@ class ProgressReporter:
     """Rank 0's progress: a ProgressStore record every few seconds and a readable line on stdout."""
 
     def __init__(self, *, workload: str, job: str, plan_id: str, parallelism: str, device_ids: list[int],
-                 store_url: Optional[str], every_s: float = 3.0, loss_log: Optional[str] = None, enabled: bool = True):
+                 store_url: Optional[str], every_s: float = 3.0, loss_log: Optional[str] = None, enabled: bool = True,
+                 job_steps: Optional[int] = None):
         self.enabled = enabled
+        self.job_steps = job_steps  # the job's own steps: a launch that ends before them has paused
+        self.segment_end: Optional[Callable[[int], int]] = None  # set by a rung gate: the total is where this segment ends
         self.workload, self.job, self.plan_id = workload, job, plan_id
         self.parallelism, self.device_ids = parallelism, device_ids
         self.every_s = every_s
@@ -61,6 +64,8 @@ class ProgressReporter:
         return (step - prev[1]) / (now - prev[0])
 
     def _record(self, state: str, step: int, finished: bool = False) -> dict:
+        if self.segment_end is not None and not finished:
+            self.total = self.segment_end(step)
         now = time.time()
         rate = 0.0
         if self.t_first is not None and step > self.start_step and now > self.t_first:
@@ -107,7 +112,12 @@ class ProgressReporter:
     def finish(self, state: str, step: int) -> None:
         if not self.enabled:
             return
-        self._put(self._record(state, step, finished=True))
+        if state == "done" and self.job_steps is not None and step < self.job_steps:
+            state = "paused"  # the end of a segment (a rung), not of the job: a later plan resumes or stops it
+        rec = self._record(state, step, finished=True)
+        if self.job_steps is not None:
+            rec["job_steps"] = self.job_steps
+        self._put(rec)
         print(f"[saturn] {self.job}: {state} at step {step}/{self.total}", flush=True)
 
     def fail(self, step: int, message: str) -> None:
@@ -134,6 +144,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="train up to this step (default: the job's steps)")
     p.add_argument("--stop-at-step", type=int, default=None, help="act as if preempted at this step (tests)")
     p.add_argument("--loss-log", default=None, help="rank 0 appends {step, loss} JSON lines here")
+    p.add_argument("--rung-gate", choices=("halving", "ray-asha"), default=None,
+                   help="decide at each rung in this process, training on past it when the job may: halving (the "
+                        "sweep's successive halving: go on when promoted, stop when lost, else pause) or ray-asha "
+                        "(Ray Tune's rule: go on or stop); default: stop at --steps and let the sweep decide")
     p.add_argument("--progress-every-s", type=float, default=3.0)
     from saturn_airflow.profiling.profiler import DEFAULT_MEASURE, DEFAULT_MEASURE_S, DEFAULT_WARMUP
 
@@ -195,7 +209,7 @@ def main(argv=None) -> int:
                                  meta={"parallelism": par.name, "world_size": devices.world_size, "knobs": knobs})
         progress = ProgressReporter(workload=workload.name, job=job.name, plan_id=args.plan_id, parallelism=par.name,
                                     device_ids=devices.ids, store_url=args.store, every_s=args.progress_every_s,
-                                    loss_log=args.loss_log, enabled=devices.is_main)
+                                    loss_log=args.loss_log, enabled=devices.is_main, job_steps=job.steps)
 
         def on_step(step, loss):
             nonlocal step_now
@@ -212,28 +226,44 @@ def main(argv=None) -> int:
         if job.evaluation is not None:
             from saturn_airflow.execution.evaluation import Evaluator
 
-            evaluator = Evaluator(job, devices, on_result=recorder.evaluated if recorder is not None else None)
+            halving = workload.halving()
+            on_result = recorder.evaluated if recorder is not None else None
+            if args.rung_gate and halving is not None and recorder is not None:
+                on_result = _rung_gate(args.rung_gate, halving, workload.name, job.name, recorder, stop, progress,
+                                       plan_ids=_lineage_ids(args.store, args.plan_id),
+                                       may_go_on=lambda: _nothing_waits(args.store, args.plan_id, job.name))
+            evaluator = Evaluator(job, devices, on_result=on_result,
+                                  extra_steps=halving.rungs_of(job.name) if halving is not None else ())
         t_ready = time.time()
-        res = par.execute(job, devices, knobs, args.steps or job.steps, ckpt, progress, stop=stop, on_step=on_step,
-                          evaluator=evaluator)
+        # a gate decides at every rung from the first one on: the launch may train on to the job's end
+        until = job.steps if (args.rung_gate and evaluator is not None) else (args.steps or job.steps)
+        res = par.execute(job, devices, knobs, until, ckpt, progress, stop=stop, on_step=on_step, evaluator=evaluator)
+        if devices.world_size > 1 and args.rung_gate:  # only rank 0 decided: every rank reports the same end
+            import torch
+
+            codes = (None, "stopped", "paused")
+            flag = torch.tensor([float(codes.index(stop.state) if stop.state in codes else 0)], device=devices.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if int(flag[0]) > 0:
+                stop.state = res.status = codes[int(flag[0])]
         finished = res.status == "done" and res.step >= job.steps
         if recorder is not None:
             recorder.finish("done" if finished else ("paused" if res.status == "done" else res.status), res.step)
         out = {"status": res.status, "step": res.step, "total": res.total, "start_step": res.start_step,
                "t_ready": t_ready, "t_end": time.time(), "save_s": ckpt.saves, "checkpoint": ck_root,
                "train_wall_s": res.train_wall_s, "train_cpu_s": res.train_cpu_s, "cpu_s": time.process_time(),
-               "evaluation": evaluator.last if evaluator is not None else None}
+               "evaluation": evaluator.last if evaluator is not None else None, "job_steps": job.steps}
         dist.barrier()
         dist.destroy_process_group()
         if recorder is not None:  # one process, no group: the checkpoint loads into the plain model
             export = recorder.export(ck_root) if finished else None
             out["export"] = export
-            recorder.ended("done" if finished else "preempted", export)
+            recorder.ended("done" if finished else ("stopped" if res.status == "stopped" else "preempted"), export)
             recorder = None
         if devices.is_main:
             out["t_end"] = time.time()
             _write_json(os.path.join(args.result_dir, "result.json"), out)
-        return 0 if res.status == "done" else EXIT_PREEMPTED
+        return 0 if res.status in ("done", "stopped", "paused") else EXIT_PREEMPTED
     except BaseException as e:  # noqa: BLE001 - every failure must leave a structured reason
         from saturn_airflow.execution.devices import is_oom
 
@@ -251,6 +281,83 @@ def main(argv=None) -> int:
 
 
 _CANDIDATE: dict = {}
+
+
+def _lineage_ids(store_url: Optional[str], plan_id: str) -> Optional[set[str]]:
+    """The plan ids of this sweep (the plan and its ancestors), or None when the plan is not in a store."""
+    if not store_url or not plan_id:
+        return None
+    try:
+        from saturn_airflow.store.files import PlanStore, Store
+
+        return {p.plan_id for p in PlanStore(Store(store_url)).lineage(plan_id)}
+    except Exception:  # noqa: BLE001 - no such plan (a launch by hand): no filter
+        return None
+
+
+def _nothing_waits(store_url: Optional[str], plan_id: str, job: str) -> bool:
+    """Whether the newest plan of this sweep lets `job` train on here: no job of it waits for its devices."""
+    if not store_url or not plan_id:
+        return True
+    from saturn_airflow.control.segments import nothing_waits_for
+    from saturn_airflow.errors import NotFoundError
+    from saturn_airflow.store.files import PlanStore, Store
+
+    ps = PlanStore(Store(store_url))
+    try:
+        newest = plan_id
+        while ps.superseded_by(newest):
+            newest = ps.superseded_by(newest)
+        return nothing_waits_for(ps.get(newest), job)
+    except NotFoundError:  # a launch by hand, outside any plan: nothing is in the way
+        return True
+    except Exception:  # noqa: BLE001 - unreadable store: the safe answer is to pause
+        return False
+
+
+def _rung_gate(policy: str, halving, workload: str, job: str, recorder, stop, progress, plan_ids=None,
+               may_go_on=lambda: True):
+    """Rank 0's evaluation callback that also decides at each rung in this process: a stop or a pause
+    becomes the agreed stop of every rank at this step (checkpoint, exit), with that state.
+
+    halving: the sweep's verdict (control/early_stop.py) from the group's values recorded so far:
+      promoted trains on to the next rung when no job of the newest plan waits for these devices
+      (`may_go_on`), lost stops, anything else pauses for the sweep to decide and plan;
+    ray-asha: Ray Tune's rule against the values recorded at that rung before this job's.
+    """
+    from saturn_airflow.control import segments
+    from saturn_airflow.control.early_stop import PROMOTE, STOP, ray_asha_continues
+
+    rungs = set(halving.rungs_of(job))
+    group = halving.groups.get(halving.group_of(job) or "", [])
+    if progress is not None and policy == "halving":  # the record's total: where this segment ends
+        progress.segment_end = lambda step: halving.segment_end(job, step)
+
+    def on_result(step: int, values: dict, seconds: float) -> None:
+        recorder.evaluated(step, values, seconds)
+        if step not in rungs:
+            return
+        records = recorder.metrics.all(workload)
+        if policy == "ray-asha":
+            seen = segments.rung_values_with_time(halving, records, step)
+            mine = seen.get(job)
+            if mine is None:
+                return
+            earlier = [v for other, (v, t) in seen.items() if other in group and other != job and t < mine[1]]
+            if not ray_asha_continues(mine[0], earlier, halving.keep, halving.goal):
+                print(f"[saturn] {job}: stopped at rung {step} ({policy}: {mine[0]:.4g} against {len(earlier)} "
+                      "earlier values)", flush=True)
+                stop.state, stop.requested = "stopped", True
+            return
+        verdict = segments.verdicts(halving, records, {}, plan_ids).get(job)
+        if verdict is None or verdict.rung != step:
+            return
+        go_on = verdict.action == PROMOTE and may_go_on()
+        print(f"[saturn] {job}: {verdict.describe()}" + ("; trains on" if go_on else ""), flush=True)
+        if not go_on:
+            stop.state, stop.requested = ("stopped" if verdict.action == STOP else "paused"), True
+
+    return on_result
 
 
 def _trial(args, devices, job, par) -> int:

@@ -228,6 +228,7 @@ class StopSignal:
     def __init__(self, stop_at_step: Optional[int] = None):
         self.requested = False
         self.stop_at_step = stop_at_step
+        self.state: Optional[str] = None  # what the stop means when not a preemption (e.g. "stopped" early)
 
     def agree(self, step: int, save_due: bool, devices: Devices) -> tuple[bool, bool]:
         stop = self.requested or (self.stop_at_step is not None and step >= self.stop_at_step)
@@ -329,11 +330,11 @@ class Parallelism:
             due = checkpoint is not None and devices.is_main and checkpoint.due(step)
             halt, save = stop.agree(step, due, devices)
             if halt:
-                res = result("preempted", step)
+                res = result(stop.state or "preempted", step)
                 if checkpoint is not None:
                     checkpoint.save(trainer, step)
                 if progress is not None:
-                    progress.finish("preempted", step)
+                    progress.finish(stop.state or "preempted", step)
                 return res
             if save and step > start:
                 checkpoint.save(trainer, step)

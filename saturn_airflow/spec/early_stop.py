@@ -180,7 +180,6 @@ def resolve(spec: EarlyStopSpec, jobs: list) -> Halving:
     by_name = {j.name: j for j in jobs}
     metric = metric_of(spec, jobs)
     grouped = [by_name[m] for ms in groups.values() for m in ms]
-    goal = goal_of(spec, grouped or jobs, metric)
     for g, members in groups.items():
         for m in members:
             job = by_name[m]
@@ -192,6 +191,7 @@ def resolve(spec: EarlyStopSpec, jobs: list) -> Halving:
                                  f"(its metrics: {', '.join(_metric_names(job)) or '-'}; or use {TRAIN_LOSS})")
             if spec.rungs[-1] >= job.steps:
                 raise ValueError(f"early_stop: rung {spec.rungs[-1]} is not below the {job.steps} steps of job {m!r}")
+    goal = goal_of(spec, grouped or jobs, metric)
     return Halving(metric=metric, goal=goal, keep=spec.keep, rungs=list(spec.rungs), groups=groups,
                    steps={j.name: j.steps for j in jobs})
 

@@ -51,7 +51,7 @@ class RateWindow:
 def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[float] = None,
                min_s: Optional[float] = None, max_replans: Optional[int] = None, now: Optional[float] = None,
                window: Optional[RateWindow] = None) -> Optional[dict]:
-    """One look of the drift watch: an event dict when the watch should end (kind drift|done|superseded), else None.
+    """One look of the drift watch: an event dict when the watch should end (kind drift|rung|done|superseded), else None.
 
     `window` (kept by the caller across looks) turns successive records into recent rates."""
     store = Store(store_url)
@@ -60,11 +60,21 @@ def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[f
     child = ps.superseded_by(plan_id)
     if child:
         return {"kind": "superseded", "plan_id": plan_id, "message": f"plan {plan_id} was superseded by {child}"}
-    depth = len(ps.lineage(plan_id)) - 1
+    from saturn_airflow.control import segments
+
+    # rung re-plans are part of successive halving, not evidence of drift: they do not raise the thresholds
+    depth = sum(1 for p in ps.lineage(plan_id)[1:] if not segments.is_rung_replan(p))
     th = drift_settings(plan, depth)
     from saturn_airflow.control.replan import with_leased_jobs
 
     records = with_leased_jobs(store, plan, prog.all(plan.workload))  # tasks starting up count as running
+    if segments.section(plan) is not None:  # successive halving: losers stop, idle devices ask for a re-plan
+        from saturn_airflow.tasks import rungs
+
+        event = rungs.look(store, plan, records)
+        if event is not None:
+            return event
+        records = segments.records_for_drift(plan, records)
     rates = window.update(records) if window is not None else {}
     report = assess(plan, records, time.time() if now is None else now, t0,
                     threshold=th["threshold"] if threshold is None else threshold,
@@ -90,4 +100,5 @@ def replan_conf(event: dict) -> dict[str, Any]:
     drift["rates"] = rates
     drift["samples"] = {j: [p["updated_at"], p["step"]] for j, p in (rep.get("jobs") or {}).items()
                         if p.get("state") == "running" and p.get("updated_at")}
+    drift["kind"] = event.get("kind", "drift")  # drift | rung (successive halving)
     return {"replan_of": event["plan_id"], "reason": event.get("reason", "drift"), "drift": drift}

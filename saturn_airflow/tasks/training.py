@@ -1,4 +1,5 @@
-"""A training task's decisions: run, skip (superseded) or nothing to do (done); preempt; record a failure."""
+"""A training task's decisions: run, skip (superseded) or nothing to do (done, stopped early, or at the end
+of this plan's segment); preempt; record a failure."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ def start_decision(store: Store, plan: Plan, job: str) -> tuple[str, str]:
     rec = prog.get(plan.workload, job) or {}
     if rec.get("state") == "done":
         return "done", f"job {job} already finished (under plan {rec.get('plan_id')}); not running it again"
+    from saturn_airflow.control import segments
+
+    if rec.get("state") == segments.STOPPED:
+        return "done", f"job {job} was stopped early at step {rec.get('step')} (successive halving); never resumed"
+    if segments.finished_here(plan, job, rec):
+        return "done", f"job {job} reached step {rec.get('step')}, the end of its segment in this plan (a rung)"
     child_id = ps.superseded_by(plan.plan_id)
     if child_id:
         child = ps.get(child_id)
