@@ -220,10 +220,11 @@ class SaturnSolveOperator(BaseOperator):
         if segments.section(parent) is not None:  # successive halving: plan the remaining segments
             from saturn_airflow.tasks import rungs
 
+            kind = drift.get("kind") or "drift"
             res = rungs.replan_from_store(store, parent.plan_id, owner=context["run_id"], solver=solver,
-                                          time_limit=time_limit, reason=info.get("reason") or "rung",
-                                          kind=drift.get("kind") or "drift", rates=drift.get("rates"),
-                                          log=self.log.info)
+                                          time_limit=min(time_limit, settings.rung_time_limit()) if kind == "rung"
+                                          else time_limit, reason=info.get("reason") or kind, kind=kind,
+                                          rates=drift.get("rates"), log=self.log.info)
             return self._stage_child(store, parent, res)
         table = planning_steps.plan_table_of(store, parent)
         steps = {j.name: j.steps for j in wl.jobs}

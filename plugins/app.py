@@ -123,7 +123,16 @@ def _board(st: Store, lineage: list[Plan]):
 
 
 def _results_html(lineage: list[Plan]) -> str:
-    return render_results(_board(store(), lineage)) if lineage else ""
+    """The leaderboard, then (a sweep with successive halving) each job's values at the rungs."""
+    if not lineage:
+        return ""
+    from saturn_airflow.store.metrics import MetricsStore
+    from saturn_airflow.views.halving_html import render_halving
+
+    st = store()
+    halving = render_halving(lineage, ProgressStore(st).all(lineage[-1].workload),
+                             MetricsStore(st).all(lineage[-1].workload))
+    return render_results(_board(st, lineage)) + halving
 
 
 def _page(plan_id: Optional[str], dag_id: Optional[str], latest: bool) -> tuple[list[Plan], dict, Any]:

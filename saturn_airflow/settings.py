@@ -63,7 +63,10 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            "What a preempted job pays to restart (process launch, checkpoint load), in seconds.", "30"),
     Option("min_preempt_gain", "float", "0.05",
            "A re-plan preempts running jobs only when that shortens the makespan by this fraction.", "0.1"),
-    Option("max_replans", "integer", "5", "Re-plans allowed in one plan lineage.", "2"),
+    Option("max_replans", "integer", "5", "Drift re-plans allowed in one plan lineage.", "2"),
+    Option("rung_time_limit", "float", "5",
+           "Solver time limit of a rung re-plan (successive halving): few jobs remain, and freed devices wait "
+           "for it (seconds).", "10"),
     Option("pool_prefix", "string", "saturn_", "The pool of cluster node N is <pool_prefix>N (one slot per GPU).",
            "gpu_"),
     Option("manage_pools", "boolean", "true",
@@ -133,6 +136,7 @@ pool_prefix = _accessor("pool_prefix")
 manage_pools = _accessor("manage_pools")
 lease_timeout_s = _accessor("lease_timeout_s")
 render_max_plans = _accessor("render_max_plans")
+rung_time_limit = _accessor("rung_time_limit")
 
 
 def store_url() -> str:

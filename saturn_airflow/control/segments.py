@@ -198,7 +198,7 @@ def rung_event(plan: Plan, records: dict[str, Optional[dict]], verdict: dict[str
 
     Idle: held by no running job and promised to no assignment of this plan still to run. Use for
     them: a promoted job's next segment, or (when a job of this plan just left them) a running job
-    that could resume on more devices, if its segment has more than twice a restart's worth left.
+    that, by its profile and its pace here, would finish more than a restart's worth sooner on them.
     """
     es = section(plan)
     if es is None:
@@ -233,9 +233,10 @@ def rung_event(plan: Plan, records: dict[str, Optional[dict]], verdict: dict[str
         worth = []
         for j in running:
             rec = records[j]
-            rate, step, total = rec.get("rate_steps_per_s"), int(rec.get("step") or 0), int(rec.get("total") or 0)
-            left_s = (total - step) / rate if rate and total else None
-            if left_s is None or left_s > 2 * restart_overhead_s:
+            node = rec.get("node") or (mine[j].node if j in mine else None)
+            free = sum(1 for n, _ in idle if n == node) if node else len(idle)
+            gain = resize_gain_s(es, j, rec, free, restart_overhead_s)
+            if gain is not None and gain > restart_overhead_s:
                 worth.append(j)
         if worth:
             reason = (f"rung: {len(idle)} device(s) freed at a rung while {', '.join(sorted(worth))} run(s): "
@@ -282,11 +283,50 @@ def scaled_table(table: ProfileTable, ends: dict[str, int], steps: dict[str, int
     return ProfileTable(cluster=table.cluster, jobs=jobs)
 
 
+def speeds(table: ProfileTable) -> dict[str, dict[str, list[float]]]:
+    """job -> {GPU count: [whole-run seconds, start-up seconds]} of its fastest config at each count:
+    enough for the watch to tell whether more devices could shorten a running job at all."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for jp in table.jobs:
+        best: dict[str, list[float]] = {}
+        for c in jp.configs:
+            key = str(c.gpus)
+            if key not in best or c.runtime_s < best[key][0]:
+                best[key] = [round(c.runtime_s, 3), round(_startup(c), 3)]
+        out[jp.name] = best
+    return out
+
+
 def new_section(halving: Halving, table: ProfileTable, segments: dict[str, dict], *, table_ref: Optional[str],
                 stopped: Optional[dict] = None, waiting: Iterable[str] = ()) -> dict:
     return {**halving.model_dump(mode="json"), "nodes": {n.name: n.gpus for n in table.cluster.nodes},
             "table_ref": table_ref, "segments": segments, "stopped": dict(stopped or {}),
-            "waiting": sorted(waiting)}
+            "waiting": sorted(waiting), "speeds": speeds(table)}
+
+
+def resize_gain_s(es: dict, job: str, rec: dict, free: int, restart_overhead_s: float) -> Optional[float]:
+    """Seconds a running job could save by restarting on its devices plus `free` more (positive: worth a
+    re-plan), from the profile's fastest configs; None when the profile does not say."""
+    sp = (es.get("speeds") or {}).get(job) or {}
+    have = len(rec.get("device_ids") or []) or 1
+    now, more = sp.get(str(have)), None
+    for g in range(have + free, have, -1):
+        if str(g) in sp:
+            more = sp[str(g)]
+            break
+    steps = int((es.get("steps") or {}).get(job) or 0)
+    if now is None or more is None or not steps:
+        return None
+    left = max(0, int(rec.get("total") or steps) - int(rec.get("step") or 0)) / steps
+    stay = left * (now[0] - now[1])
+    rate = rec.get("rate_steps_per_s")
+    if rate:  # what it really does here beats the profile's estimate, slowdown included
+        stay = max(0, int(rec.get("total") or steps) - int(rec.get("step") or 0)) / float(rate)
+        slow = stay / max(1e-9, left * (now[0] - now[1]))
+    else:
+        slow = 1.0
+    moved = more[1] + left * (more[0] - more[1]) * slow + restart_overhead_s
+    return stay - moved
 
 
 def first_plan(table: ProfileTable, halving: Halving, *, workload: str, solver: Optional[str] = None,

@@ -23,9 +23,12 @@ from saturn_airflow.spec.plan import Plan
 STATE_COLORS = {
     "done": "#2e9e5b",
     "running": "#2f6fde",
+    "paused": "#8e6bd1",  # at a rung of successive halving, checkpointed
+    "stopped": "#6b7280",  # lost at a rung: stopped early for good (not failed)
     "preempted": "#e69a1c",
     "failed": "#d64545",
 }
+ENDED = ("done", "stopped")  # a job in one of these states has nothing left to do in its sweep
 PENDING_COLOR = "#b8bec9"
 CHART_W = 1000  # SVG user units; the SVG scales to the page width
 GUTTER = 120  # lane labels
@@ -150,7 +153,10 @@ def plan_summary(plan: Plan, spans: list[dict], baseline_s: Optional[float]) -> 
     """Makespans side by side: lower bound, planned, actual (or projected while running), baseline."""
     jobs = {a.job for a in plan.assignments}
     done = {s["job"] for s in spans if s["state"] == "done"}
-    finished = bool(jobs) and done >= jobs
+    seg = (plan.model_extra or {}).get("early_stop") or {}
+    here = {s["job"] for s in spans if s["state"] in ENDED
+            or (s["state"] == "paused" and (seg.get("segments") or {}).get(s["job"], {}).get("to") == s.get("step"))}
+    finished = bool(jobs) and here >= jobs
     started = {s["job"] for s in spans}
     ends = [s["eta_end_s"] if s["eta_end_s"] is not None else s["end_s"] for s in spans]
     ends += [a.end_s for a in plan.assignments if a.job not in started]
@@ -205,8 +211,9 @@ def sweep_summary(plan_ds: list[dict], attached: dict[str, dict[str, dict]],
     recs = [r for per in attached.values() for r in per.values()]
     jobs = {a["job"] for p in plan_ds for a in p["plan"]["assignments"]}
     done = {r.get("job") for r in recs if r.get("state") == "done"}
-    finished = bool(jobs) and done >= jobs
-    ends = [float(r.get("finished_at") or r.get("updated_at") or 0) for r in recs if r.get("state") == "done"]
+    ended = {r.get("job") for r in recs if r.get("state") in ENDED}  # stopped early counts as finished
+    finished = bool(jobs) and ended >= jobs
+    ends = [float(r.get("finished_at") or r.get("updated_at") or 0) for r in recs if r.get("state") in ENDED]
     lsm = last["summary"]
     shift = last["origin_epoch_s"] - origin
     if baseline_s is None:
@@ -219,7 +226,7 @@ def sweep_summary(plan_ds: list[dict], attached: dict[str, dict[str, dict]],
         "actual_makespan_s": (max(ends) - origin) if finished and ends else None,
         "projected_makespan_s": None if finished or lsm["projected_makespan_s"] is None
         else shift + lsm["projected_makespan_s"],
-        "jobs": len(jobs), "jobs_done": len(done & jobs),
+        "jobs": len(jobs), "jobs_done": len(done & jobs), "jobs_stopped": len((ended - done) & jobs),
         "states": {st: sum(1 for r in recs if r.get("state") == st)
                    for st in sorted({str(r.get("state")) for r in recs})},
         "replans": len(plan_ds) - 1,
@@ -352,6 +359,29 @@ def _gantt_svg(plan_d: dict, now_rel: Optional[float]) -> str:
                            f'width="{max(1.0, x(s["eta_end_s"]) - x1):.1f}" height="{LANE_H / 2 - 3}" '
                            f'rx="2" fill="url(#hatch-{pid})" stroke="{color}"/>')
             out.append("</g>")
+    # successive halving: a line where each segment ends at a rung, a cross where a job was stopped
+    seg = plan.get("early_stop") or {}
+    rungs = set(seg.get("rungs") or [])
+    for a in plan["assignments"]:
+        to = (seg.get("segments") or {}).get(a["job"], {}).get("to")
+        if to not in rungs:
+            continue
+        for g in a["gpu_ids"]:
+            y = lane_y.get((a["node"], g))
+            if y is None:
+                continue
+            out.append(f'<line class="rung" data-job="{_e(a["job"])}" data-rung="{to}" x1="{x(a["end_s"]):.1f}" '
+                       f'y1="{y}" x2="{x(a["end_s"]):.1f}" y2="{y + LANE_H}"><title>{_e(a["job"])}: rung at step '
+                       f'{to}</title></line>')
+    for s in spans:
+        if s["state"] != "stopped":
+            continue
+        for g in s["gpu_ids"][:1]:
+            y = lane_y.get((s["node"], g))
+            if y is not None:
+                out.append(f'<text class="stop-mark" data-job="{_e(s["job"])}" x="{x(s["end_s"]) + 2:.1f}" '
+                           f'y="{y + LANE_H - 3}">&#x2715;<title>{_e(s["job"])}: stopped early at step '
+                           f'{s.get("step")}</title></text>')
     if now_rel is not None and 0 <= now_rel <= horizon:
         out.append(f'<line class="now" x1="{x(now_rel):.1f}" y1="{AXIS_H - 4}" x2="{x(now_rel):.1f}" y2="{height - 6}"/>')
     out.append(f'<defs><pattern id="hatch-{pid}" width="6" height="6" patternUnits="userSpaceOnUse" '
@@ -385,7 +415,8 @@ def _summary_html(sm: dict) -> str:
             notes.append(f"actual is {100 * (1 - real / base):.0f}% below current practice" if real <= base
                          else f"actual is {100 * (real / base - 1):.0f}% above current practice")
     states = ", ".join(f"{n} {st}" for st, n in sm["states"].items()) or "not started"
-    notes.append(f'{sm["jobs_done"]}/{sm["jobs"]} jobs done ({states})')
+    stopped = f', {sm["jobs_stopped"]} stopped early' if sm.get("jobs_stopped") else ""
+    notes.append(f'{sm["jobs_done"]}/{sm["jobs"]} jobs done{stopped} ({states})')
     return f'<div class="summary">{bars}<p class="notes">{_e("; ".join(notes))}</p></div>'
 
 
@@ -440,6 +471,8 @@ svg.gantt{display:block;max-width:1400px;font-size:11px}
 .grid{stroke:#e3e6ea}.tick{fill:#666;text-anchor:middle}.lane-bg{fill:#fafbfc;stroke:#eef0f3}
 .lane.node-start .lane-bg{stroke:#c5cad3}.lane-label{fill:#444;text-anchor:end}
 .bar-label{fill:#1d2330;font-size:10px;pointer-events:none}.now{stroke:#d64545;stroke-dasharray:4 3}
+.rung{stroke:#5b3fa8;stroke-width:2}.stop-mark{fill:#6b7280;font-size:11px;font-weight:bold}
+table.halving td.stop{color:#6b7280}table.halving td.win{font-weight:bold;color:#2e9e5b}
 .legend{display:flex;gap:14px;flex-wrap:wrap;font-size:12px;color:#444;margin:4px 0}
 .swatch,.dot{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:-1px}
 table.jobs{border-collapse:collapse;font-size:12px;margin-top:6px}
@@ -453,6 +486,8 @@ def _legend() -> str:
     items += [f'<span><span class="swatch" style="background:{c}"></span>{st}</span>' for st, c in STATE_COLORS.items()]
     items.append('<span><span class="swatch" style="background:repeating-linear-gradient(45deg,#2f6fde55 0 2px,#fff 2px 4px);'
                  'border:1px solid #2f6fde"></span>projected (running)</span>')
+    items.append('<span><span class="swatch" style="background:#5b3fa8;width:2px"></span>rung (segment ends, jobs '
+                 'compared) &#x2715; stopped there</span>')
     return f'<div class="legend">{"".join(items)}</div>'
 
 
