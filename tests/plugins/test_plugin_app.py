@@ -99,7 +99,7 @@ def test_authorize_asks_about_the_plans_dag(tmp_path, monkeypatch):
 def test_plan_page_and_api_show_the_leaderboard_with_the_winner(client, tmp_path):
     sample.publish_results(str(tmp_path / "store"))
     page = client.get("/plan?plan_id=demo-v1").text  # follows to v2: the whole sweep's jobs
-    assert page.count('<tr data-job=') == 6 and page.count('data-winner="true"') == 1
+    assert page.count(' data-rank=') == 6 and page.count('data-winner="true"') == 1
     assert '<tr data-job="c" data-rank="1" data-state="done" data-winner="true"' in page
     assert page.count('<polyline class="curve') == 2 * 4  # loss and accuracy, one line per job with points
     assert page.index('class="results"') < page.index("<h2>Lineage</h2>")

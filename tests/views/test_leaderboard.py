@@ -89,7 +89,7 @@ def test_ranking_winner_and_best_follow_the_goal(tmp_path, seed):
     assert data["winner"]["job"] == board.winner.job and len(data["sections"][0]["rows"]) == len(wl.jobs)
 
     page = render_results(board)
-    assert page.count('<tr data-job=') == len(wl.jobs) and page.count('data-winner="true"') == 1
+    assert page.count(' data-rank=') == len(wl.jobs) and page.count('data-winner="true"') == 1
     assert page.count('class="curve winner"') >= 1 and "<script" not in page
     assert not any(x in page for x in ('src="', "<link", "@import", 'href="http'))  # nothing from a CDN
 
