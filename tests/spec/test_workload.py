@@ -119,3 +119,18 @@ def test_bad_top_level_evaluation_names_the_first_job_it_reaches():
         parse_workload(BASE + "evaluation: {goal: sideways}\n")
     with pytest.raises(SaturnInputError, match="evaluation: expected a mapping"):
         parse_workload(BASE + "evaluation: 3\n")
+
+
+def test_evaluation_cost_in_training_steps_counts_the_last_step_once():
+    from saturn_airflow.spec.workload import FORWARD_SHARE, evaluation_steps
+
+    def cost(every, steps, batches=3, bs=None):
+        ev = {"batches": batches, **({"every_steps": every} if every else {}), **({"batch_size": bs} if bs else {})}
+        return evaluation_steps(parse_workload(BASE.replace("steps: 10", f"steps: {steps}")
+                                               + f"evaluation: {ev}\n").jobs[0])
+
+    assert evaluation_steps(parse_workload(BASE).jobs[0]) == 0.0
+    assert cost(None, 10) == pytest.approx(3 * FORWARD_SHARE)          # only at the end
+    assert cost(5, 10) == pytest.approx(2 * 3 * FORWARD_SHARE)         # 5, 10
+    assert cost(4, 10) == pytest.approx(3 * 3 * FORWARD_SHARE)         # 4, 8 and the end
+    assert cost(5, 10, bs=16) == pytest.approx(2 * 3 * 2 * FORWARD_SHARE)  # twice the job's 8 rows
