@@ -75,8 +75,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            "7200"),
     Option("render_max_plans", "integer", "200", "The factory DAG file renders the newest N plan versions.", "50"),
     Option("mlflow_tracking_uri", "string", "",
-           "Track every sweep in MLflow (a parent run per sweep, a child run per job); empty: off. "
-           "Needs the mlflow extra.", "http://127.0.0.1:5000"),
+           "Track every sweep in MLflow (a parent run per sweep, a child run per job, the exported models as "
+           "artifacts); empty: off. Needs the mlflow extra.", "http://127.0.0.1:5000"),
     Option("mlflow_experiment", "string", "", "The MLflow experiment sweeps are tracked in; empty: the workload's name.",
            "sweeps"),
 )}
@@ -139,6 +139,15 @@ render_max_plans = _accessor("render_max_plans")
 rung_time_limit = _accessor("rung_time_limit")
 
 
+def mlflow_tracking_uri() -> str:
+    """Where sweeps are tracked in MLflow; empty (the default) turns tracking off."""
+    return get("mlflow_tracking_uri").strip()
+
+
+def mlflow_experiment(workload: str) -> str:
+    return get("mlflow_experiment").strip() or workload
+
+
 def store_url() -> str:
     """$SATURN_HOME, else [saturn] store_url, else $AIRFLOW_HOME/saturn."""
     from saturn_airflow.store.files import default_store_url
@@ -156,12 +165,3 @@ def provider_config() -> dict:
     return {"description": "saturn-airflow provider settings.",
             "options": {o.name: {"description": o.description, "version_added": "0.1.0", "type": o.type,
                                  "example": o.example, "default": o.default} for o in OPTIONS.values()}}
-
-
-def mlflow_tracking_uri() -> str:
-    """Where sweeps are tracked in MLflow; empty (the default) turns tracking off."""
-    return get("mlflow_tracking_uri").strip()
-
-
-def mlflow_experiment(workload: str) -> str:
-    return get("mlflow_experiment").strip() or workload

@@ -111,3 +111,44 @@ def test_console_process_bad_input_has_no_traceback(tmp_path):
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "malformed JSON" in proc.stderr
+
+
+def test_results_by_plan_id_plan_file_workload_file_and_name(tmp_path, capsys):
+    """The leaderboard from a store: same rows whichever way the sweep is named; --json and --csv parse."""
+    import csv
+    import io
+
+    from saturn_airflow.spec.workload import parse_workload
+    from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+    from saturn_airflow.store.metrics import MetricsStore
+    from saturn_airflow.views.leaderboard import leaderboard, render_json
+
+    store = Store(str(tmp_path / "store"))
+    text = (BAD / "evaluation_ok.yaml").read_text() + "grid: {optimizer.lr: [0.001, 0.01, 0.1]}\n"
+    (tmp_path / "w.yaml").write_text(text)
+    wl = parse_workload(text)
+    for i, job in enumerate(wl.jobs):
+        MetricsStore(store).start_attempt("sweep", job, plan_id="p", parallelism="ddp", device_ids=[0, 1], start_step=0)
+        MetricsStore(store).add_point("sweep", job.name, 10, {"loss": 3.0 - i, "accuracy": 0.1 * i})
+        MetricsStore(store).end_attempt("sweep", job.name, "done", 10)
+        ProgressStore(store).put("sweep", job.name, {"plan_id": "p", "state": "done", "step": 10, "total": 10})
+    from saturn_airflow.planner import plan_table
+    from saturn_airflow.spec.profile_table import parse_profile_table
+
+    table = parse_profile_table({"cluster": {"nodes": [{"name": "node0", "gpus": 2}]}, "jobs": [
+        {"name": j.name, "configs": [{"parallelism": "ddp", "gpus": 2, "runtime_s": 10.0}]} for j in wl.jobs]})
+    plan = plan_table(table, baseline="current-practice", workload="sweep")
+    PlanStore(store).publish(plan)
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    outs = []
+    for target in (plan.plan_id, str(tmp_path / "plan.json"), str(tmp_path / "w.yaml"), "sweep"):
+        code, out, err = run(["results", target, "--store", store.url], capsys)
+        assert code == 0, err
+        outs.append(out)
+    assert len(set(outs)) == 1 and "Winner: a-lr0.1 (loss 1 at step 10)" in outs[0]
+    assert outs[0].splitlines()[2].split()[:3] == ["1*", "a-lr0.1", "done"]
+    code, out, _ = run(["results", "sweep", "--store", store.url, "--json"], capsys)
+    assert json.loads(out) == json.loads(render_json(leaderboard(store, "sweep")))
+    code, out, _ = run(["results", "sweep", "--store", store.url, "--csv"], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["job"] for r in rows] == ["a-lr0.1", "a-lr0.01", "a-lr0.001"] and rows[0]["param.optimizer.lr"] == "0.1"

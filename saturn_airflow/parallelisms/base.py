@@ -343,10 +343,10 @@ class Parallelism:
             losses.append(loss)
             if on_step:
                 on_step(step, loss)
-            if evaluator is not None and evaluator.due(step, job.steps):
-                evaluator.run(trainer, step)
             if progress is not None:
                 progress.update(step, loss)
+            if evaluator is not None and evaluator.due(step, job.steps):
+                evaluator.run(trainer, step)
         res = result("done", steps)
         if checkpoint is not None and steps > start:
             checkpoint.save(trainer, steps)  # the trained model, and "done" survives a lost progress record

@@ -116,6 +116,20 @@ class EvaluationSpec(BaseModel):
         return [metric_name(m) for m in self.metrics]
 
 
+FORWARD_SHARE = 1.0 / 3.0  # a forward pass is about a third of a training step (forward, backward, update)
+
+
+def evaluation_steps(job: "JobSpec") -> float:
+    """What a job's held-out evaluations cost, in training steps: evaluations x batches x rows, one
+    forward pass each (the profiler adds this to the steps it times, so plans include evaluation)."""
+    ev = job.evaluation
+    if ev is None:
+        return 0.0
+    n = (job.steps // ev.every_steps if ev.every_steps else 0) + (0 if ev.every_steps and job.steps % ev.every_steps == 0 else 1)
+    rows = (ev.batch_size or job.batch_size) / job.batch_size
+    return n * ev.batches * rows * FORWARD_SHARE
+
+
 def merged_evaluation(top: Any, job: Any) -> Any:
     """A job's evaluation: its own keys over the workload's (`evaluation: null` on a job turns it off)."""
     if isinstance(job, dict) and "evaluation" in job:

@@ -5,7 +5,7 @@ The store stays the source of truth; a tracker is written to alongside it and ne
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 from saturn_airflow import settings
 from saturn_airflow.store.files import PlanStore, Store

@@ -8,7 +8,8 @@ The parent is created by whichever job starts first; two starting at once both c
 store's create-once write picks the winner and the loser deletes its own. A job's run gets its
 hyper-parameters and first placement (parallelism, GPUs, plan id) as params, which MLflow keeps
 immutable; the current placement is in the `saturn.*` tags, updated on every attempt. Metrics are
-logged once per evaluation step (`logged_step`): a resume that repeats an evaluation logs nothing.
+logged once per evaluation step (`logged_step`): a resume that repeats an evaluation logs nothing,
+and points recorded while the server was away are logged with the next evaluation.
 A preempted job's run stays RUNNING until it resumes; the parent ends, tagged with the winner, when
 every job of the sweep has finished.
 """
@@ -30,6 +31,8 @@ from saturn_airflow.store.files import PlanStore, ProgressStore, Store
 from saturn_airflow.store.metrics import flat_params
 
 TERMINAL = ("done", "failed", "stopped")
+RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 _PARAM_MAX = 6000
 
 
@@ -38,6 +41,8 @@ class MlflowTracker:
                  experiment: Optional[str] = None):
         self.uri, self.store, self.workload, self.sweep, self.plan_id = uri, store, workload, sweep, plan_id
         self.experiment = experiment or workload
+        for var, default in RETRIES.items():  # a tracker that is away must not hold training up for minutes
+            os.environ.setdefault(var, default)
         self.client = MlflowClient(tracking_uri=uri)
         self._experiment_id: Optional[str] = None
 
@@ -107,18 +112,26 @@ class MlflowTracker:
         self.store.write_json(self._rel("jobs", f"{job.name}.json"), rec)
         return rid
 
-    def log_evaluation(self, job: str, step: int, values: dict, train_loss: Optional[float] = None) -> bool:
+    def log_points(self, job: str, points: list[dict]) -> int:
+        """Log the results record's points after the last one logged (so a point missed while the
+        server was away is logged with the next); returns how many were logged."""
         rec = self.job_record(job)
-        if rec is None or step <= int(rec.get("logged_step", -1)):
-            return False
-        ts = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), ts, int(step)) for k, v in values.items()]
-        if train_loss is not None:
-            metrics.append(Metric("train_loss", float(train_loss), ts, int(step)))
-        self.client.log_batch(rec["run_id"], metrics=metrics)
-        rec["logged_step"] = int(step)
+        if rec is None:
+            return 0
+        new = [p for p in points if int(p["step"]) > int(rec.get("logged_step", -1))]
+        if not new:
+            return 0
+        metrics = []
+        for p in new:
+            ts = int(float(p.get("t") or time.time()) * 1000)
+            metrics += [Metric(k, float(v), ts, int(p["step"])) for k, v in p["values"].items()]
+            if p.get("train_loss") is not None:
+                metrics.append(Metric("train_loss", float(p["train_loss"]), ts, int(p["step"])))
+        for i in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(rec["run_id"], metrics=metrics[i:i + 900])
+        rec["logged_step"] = max(int(p["step"]) for p in new)
         self.store.write_json(self._rel("jobs", f"{job}.json"), rec)
-        return True
+        return len(new)
 
     def job_ended(self, job: str, status: str, export: Optional[dict] = None) -> None:
         rid = self.job_run_id(job)

@@ -134,7 +134,7 @@ def _sort_key(r: Row) -> tuple:
 
 def varying_params(rows: Iterable[Row]) -> list[str]:
     """Hyper-parameters whose value is not the same for every job (in a stable, readable order)."""
-    rows = list(rows)
+    rows = [r for r in rows if r.params]  # a job that never started has none to compare
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r.params if k not in keys]
