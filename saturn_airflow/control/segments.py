@@ -58,6 +58,26 @@ def nothing_waits_for(plan: Plan, job: str) -> bool:
     return any(a.job == job for a in plan.assignments) and not any(job in a.after for a in plan.assignments)
 
 
+def trains_on(plan: Plan, job: str, step: int, records: dict[str, Optional[dict]], *,
+              restart_overhead_s: float = 10.0) -> bool:
+    """Whether a job promoted at its rung `step` should train on in the same process (no relaunch): no
+    job of `plan` waits for its devices, and no idle device would shorten its next segment by more than
+    a restart (then it pauses, and the rung re-plan resumes it on more devices)."""
+    es, h = section(plan), halving_of(plan)
+    if es is None or h is None or not nothing_waits_for(plan, job):
+        return es is None and nothing_waits_for(plan, job)
+    rec = dict(records.get(job) or {})
+    rec.update(state="running", step=step, total=h.segment_end(job, step))
+    probe = {**records, job: rec}
+    idle = _idle(plan, probe)
+    node = rec.get("node") or next((a.node for a in plan.assignments if a.job == job), None)
+    free = sum(1 for n, _ in idle if node is None or n == node)
+    if not free:
+        return True
+    gain = resize_gain_s(es, job, rec, free, restart_overhead_s)
+    return gain is None or gain <= restart_overhead_s
+
+
 def rung_gate(plan: Plan, job: str) -> Optional[str]:
     """The runner's gate for `job` under `plan`: "halving" for a grouped job of a segmented plan."""
     h = halving_of(plan)
@@ -95,6 +115,8 @@ def records_for_drift(plan: Plan, records: dict[str, Optional[dict]]) -> dict[st
             out[a.job] = {**rec, "state": "done", "finished_at": rec.get("finished_at") or rec.get("updated_at")}
         elif rec.get("state") == "running" and target(plan, a.job) is not None:
             out[a.job] = {**rec, "total": min(int(rec.get("total") or target(plan, a.job)), target(plan, a.job))}
+            if rec.get("leased_only"):  # the record is the paused one of its last segment: its times are not a pace
+                out[a.job].update(updated_at=None, rate_steps_per_s=None, recent_rate_steps_per_s=None)
     return out
 
 
@@ -192,18 +214,10 @@ def _devices(node: Optional[str], ids: Iterable) -> set[tuple[str, int]]:
     return {(node, int(g)) for g in ids or [] if str(g).lstrip("-").isdigit()}
 
 
-def rung_event(plan: Plan, records: dict[str, Optional[dict]], verdict: dict[str, Verdict], *,
-               restart_overhead_s: float = 10.0, now: Optional[float] = None) -> Optional[dict]:
-    """A re-plan request (kind "rung") when devices are idle and something could use them, else None.
-
-    Idle: held by no running job and promised to no assignment of this plan still to run. Use for
-    them: a promoted job's next segment, or (when a job of this plan just left them) a running job
-    that, by its profile and its pace here, would finish more than a restart's worth sooner on them.
-    """
-    es = section(plan)
-    if es is None:
-        return None
-    nodes = es.get("nodes") or {}
+def _idle(plan: Plan, records: dict[str, Optional[dict]], with_ended: bool = False):
+    """The devices held by no running job and promised to no assignment of `plan` still to run (and,
+    `with_ended`, the devices of this plan's finished assignments and the running jobs)."""
+    nodes = (section(plan) or {}).get("nodes") or {}
     mine = {a.job: a for a in plan.assignments}
     everything = {(n, g) for n, count in nodes.items() for g in range(int(count))}
     busy: set[tuple[str, int]] = set()
@@ -223,8 +237,24 @@ def rung_event(plan: Plan, records: dict[str, Optional[dict]], verdict: dict[str
         elif rec.get("state") != "running":
             reserved |= _devices(a.node, a.gpu_ids)
     idle = sorted(everything - busy - reserved)
+    return (idle, ended, running) if with_ended else idle
+
+
+def rung_event(plan: Plan, records: dict[str, Optional[dict]], verdict: dict[str, Verdict], *,
+               restart_overhead_s: float = 10.0, now: Optional[float] = None) -> Optional[dict]:
+    """A re-plan request (kind "rung") when devices are idle and something could use them, else None.
+
+    Idle: held by no running job and promised to no assignment of this plan still to run. Use for
+    them: a promoted job's next segment, or (when a job of this plan just left them) a running job
+    that, by its profile and its pace here, would finish more than a restart's worth sooner on them.
+    """
+    es = section(plan)
+    if es is None:
+        return None
+    idle, ended, running = _idle(plan, records, with_ended=True)
     if not idle:
         return None
+    mine = {a.job: a for a in plan.assignments}
     promoted = runnable(plan, verdict, records)
     reason = None
     if promoted:

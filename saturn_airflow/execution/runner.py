@@ -231,7 +231,7 @@ def main(argv=None) -> int:
             if args.rung_gate and halving is not None and recorder is not None:
                 on_result = _rung_gate(args.rung_gate, halving, workload.name, job.name, recorder, stop, progress,
                                        plan_ids=_lineage_ids(args.store, args.plan_id),
-                                       may_go_on=lambda: _nothing_waits(args.store, args.plan_id, job.name))
+                                       may_go_on=lambda step: _trains_on(args.store, args.plan_id, job.name, step))
             evaluator = Evaluator(job, devices, on_result=on_result,
                                   extra_steps=halving.rungs_of(job.name) if halving is not None else ())
         t_ready = time.time()
@@ -295,20 +295,25 @@ def _lineage_ids(store_url: Optional[str], plan_id: str) -> Optional[set[str]]:
         return None
 
 
-def _nothing_waits(store_url: Optional[str], plan_id: str, job: str) -> bool:
-    """Whether the newest plan of this sweep lets `job` train on here: no job of it waits for its devices."""
+def _trains_on(store_url: Optional[str], plan_id: str, job: str, step: int) -> bool:
+    """Whether the newest plan of this sweep lets `job`, promoted at rung `step`, train on here
+    (control/segments.trains_on: nobody waits for its devices, more devices would not pay)."""
     if not store_url or not plan_id:
         return True
-    from saturn_airflow.control.segments import nothing_waits_for
+    from saturn_airflow import settings
+    from saturn_airflow.control.segments import trains_on
     from saturn_airflow.errors import NotFoundError
-    from saturn_airflow.store.files import PlanStore, Store
+    from saturn_airflow.store.files import PlanStore, ProgressStore, Store
 
-    ps = PlanStore(Store(store_url))
+    store = Store(store_url)
+    ps = PlanStore(store)
     try:
         newest = plan_id
         while ps.superseded_by(newest):
             newest = ps.superseded_by(newest)
-        return nothing_waits_for(ps.get(newest), job)
+        plan = ps.get(newest)
+        return trains_on(plan, job, step, ProgressStore(store).all(plan.workload),
+                         restart_overhead_s=settings.restart_overhead_s())
     except NotFoundError:  # a launch by hand, outside any plan: nothing is in the way
         return True
     except Exception:  # noqa: BLE001 - unreadable store: the safe answer is to pause
@@ -316,13 +321,13 @@ def _nothing_waits(store_url: Optional[str], plan_id: str, job: str) -> bool:
 
 
 def _rung_gate(policy: str, halving, workload: str, job: str, recorder, stop, progress, plan_ids=None,
-               may_go_on=lambda: True):
+               may_go_on=lambda step: True):
     """Rank 0's evaluation callback that also decides at each rung in this process: a stop or a pause
     becomes the agreed stop of every rank at this step (checkpoint, exit), with that state.
 
     halving: the sweep's verdict (control/early_stop.py) from the group's values recorded so far:
-      promoted trains on to the next rung when no job of the newest plan waits for these devices
-      (`may_go_on`), lost stops, anything else pauses for the sweep to decide and plan;
+      promoted trains on to the next rung when no job of the newest plan waits for these devices and
+      no idle device would pay (`may_go_on`), lost stops, anything else pauses for the sweep to plan;
     ray-asha: Ray Tune's rule against the values recorded at that rung before this job's.
     """
     from saturn_airflow.control import segments
@@ -352,7 +357,7 @@ def _rung_gate(policy: str, halving, workload: str, job: str, recorder, stop, pr
         verdict = segments.verdicts(halving, records, {}, plan_ids).get(job)
         if verdict is None or verdict.rung != step:
             return
-        go_on = verdict.action == PROMOTE and may_go_on()
+        go_on = verdict.action == PROMOTE and may_go_on(step)
         print(f"[saturn] {job}: {verdict.describe()}" + ("; trains on" if go_on else ""), flush=True)
         if not go_on:
             stop.state, stop.requested = ("stopped" if verdict.action == STOP else "paused"), True

@@ -162,3 +162,45 @@ def test_nothing_left_when_losers_and_finished_jobs_are_all_there_is():
     assert seg.rung_event(plan, records, v) is None
     res = seg.replan_segments(t, plan, [], records, v, reason="rung", solver="highs", time_limit=3)
     assert res.plan is None
+
+
+def test_a_running_job_whose_rung_value_just_came_in_is_kept_not_dropped():
+    t, plan, _ = first(["a", "b", "c", "d"])
+    dev = {a.job: a.gpu_ids for a in plan.assignments}
+    waves = sorted(plan.assignments, key=lambda a: (a.start_s, a.job))
+    early, late = [a.job for a in waves[:2]], [a.job for a in waves[2:]]
+    records = {early[0]: rec(plan, "paused", 25, 25, devices=dev[early[0]]),
+               early[1]: rec(plan, "paused", 25, 25, devices=dev[early[1]]),
+               late[0]: rec(plan, "running", 25, 25, rate=1.0, devices=dev[late[0]]),  # evaluated, not yet paused
+               late[1]: rec(plan, "paused", 25, 25, devices=dev[late[1]])}
+    v = seg.verdicts(seg.halving_of(plan), metrics({early[0]: {25: 0.1}, early[1]: {25: 0.2},
+                                                    late[1]: {25: 0.3}, late[0]: {25: 0.9}}), records)
+    assert v[late[0]].action == "stop"
+    assert seg.to_stop(v, records) == [late[1]]  # the running one is marked once it has paused
+    res = seg.replan_segments(t, plan, [], records, v, reason="rung", solver="highs", time_limit=2,
+                              restart_overhead_s=10)
+    assert late[0] in res.plan.model_extra["kept"]
+    assert late[0] not in seg.section(res.plan)["stopped"] and late[1] in seg.section(res.plan)["stopped"]
+
+
+def test_a_promoted_job_trains_on_unless_idle_devices_would_pay_or_someone_waits():
+    t, plan, _ = first(["a", "b"], keep=0.5)
+    ids = {x.job: x.gpu_ids for x in plan.assignments}
+    records = {"a": rec(plan, "running", 25, 25, rate=1.0, devices=ids["a"]), "b": rec(plan, "stopped", 25, 25, devices=ids["b"])}
+    # b's device is idle and 75 steps on both devices beat one by far more than a restart
+    assert not seg.trains_on(plan, "a", 25, records, restart_overhead_s=10)
+    records["b"] = rec(plan, "running", 10, 25, rate=1.0, devices=ids["b"])  # busy: nothing to gain
+    assert seg.trains_on(plan, "a", 25, records, restart_overhead_s=10)
+    # a later job takes a's device in this plan: a pauses for it
+    _, plan3, _ = first(["a", "b", "c"], keep=0.5)
+    waited_on = {j for x in plan3.assignments for j in x.after}
+    assert waited_on  # three first segments on two devices: some job takes over another's devices
+    for j in waited_on:
+        assert not seg.nothing_waits_for(plan3, j) and not seg.trains_on(plan3, j, 25, {}, restart_overhead_s=10)
+
+
+def test_drift_does_not_read_a_pace_from_the_paused_record_of_a_job_whose_task_is_starting():
+    _, plan, _ = first(["a", "b"])
+    leased = {**rec(plan, "running", 25, 25, devices=()), "leased_only": True, "rate_steps_per_s": 0.01}
+    view = seg.records_for_drift(plan, {"a": leased})
+    assert view["a"]["updated_at"] is None and view["a"]["rate_steps_per_s"] is None
