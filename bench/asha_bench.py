@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import platform
 import subprocess
 import sys
@@ -31,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,25 +50,27 @@ from saturn_airflow.store.files import Store  # noqa: E402
 from saturn_airflow.store.metrics import MetricsStore  # noqa: E402
 
 
-def lrs(n: int) -> list[float]:
-    """n learning rates, log-spaced over 3e-4 .. 3e-2 (the grid a practitioner would try)."""
-    lo, hi = 3e-4, 3e-2
+def lrs(n: int, lo: float = 1e-4, hi: float = 3e-2) -> list[float]:
+    """n learning rates, log-spaced over lo .. hi (the grid a practitioner would try)."""
     return [float(f"{lo * (hi / lo) ** (i / max(1, n - 1)):.3g}") for i in range(n)]
 
 
 def workload(args, early: bool) -> dict:
+    """One model, n learning rates, listed in a shuffled order (seed 0): Ray starts trials in this order."""
+    rates = lrs(args.jobs)
+    random.Random(args.order_seed).shuffle(rates)
+    base = {"model": "saturn_airflow.examples.models:gpt",
+            "model_args": {"d_model": args.d_model, "n_layers": args.layers, "n_heads": 4, "vocab": 512, "seq_len": 32},
+            "data": "saturn_airflow.examples.data:tokens", "data_args": {"seq_len": 32, "vocab": 512},
+            "batch_size": args.batch, "steps": args.steps}
     wl = {
         "name": "asha-bench",
         "cluster": {"nodes": [{"name": "local", "gpus": args.devices, "gpu_type": "cpu"}]},
         "parallelisms": ["single", "ddp"],
-        "jobs": [{
-            "name": "gpt", "model": "saturn_airflow.examples.models:gpt",
-            "model_args": {"d_model": args.d_model, "n_layers": args.layers, "n_heads": 4, "vocab": 512, "seq_len": 32},
-            "data": "saturn_airflow.examples.data:tokens", "data_args": {"seq_len": 32, "vocab": 512},
-            "batch_size": args.batch, "steps": args.steps, "optimizer": {"name": "adamw", "lr": 1e-3},
-        }],
-        "grid": {"optimizer.lr": lrs(args.jobs)},
-        "evaluation": {"data_args": {"stream": 1}, "batches": 2, "metrics": ["loss"]},
+        "jobs": [{"name": f"gpt-lr{lr:g}", **base, "optimizer": {"name": "adamw", "lr": lr}} for lr in rates],
+        # every way evaluates at the rungs (the full sweep too: its values replay the other rules)
+        "evaluation": {"data_args": {"stream": 1}, "batches": 2, "metrics": ["loss"],
+                       "every_steps": math.gcd(*args.rungs)},
     }
     if early:
         wl["early_stop"] = {"metric": "loss", "rungs": args.rungs, "keep": args.keep}
@@ -87,9 +92,10 @@ def outcome(way: str, store_url: str, wl, launches: list[Launch], t0: float, t1:
     states: dict[str, int] = {}
     for ln in launches:
         states[ln.status] = states.get(ln.status, 0) + 1
+    values = segments.rung_values(h, MetricsStore(Store(store_url)).all(wl.name))
     return {"way": way, "wall_s": round(t1 - t0, 1), "device_s": round(sum(ln.device_s for ln in launches), 1),
             "launches": len(launches), "launch_states": states, "finished": sorted(done), "winner": win,
-            "winner_value": finals.get(win), "finals": finals, **extra,
+            "winner_value": finals.get(win), "finals": finals, "rung_values": values, **extra,
             "launch_log": [dataclasses_dict(ln, t0) for ln in launches]}
 
 
@@ -162,16 +168,81 @@ def run_ours(args, table, wl_path, wl, way="ours", one_device=False) -> dict:
                    planned_first_s=round(plan.makespan_s, 1), resized=resized)
 
 
+def replay_ray(full: dict, wl, table, orders: int, seed: int = 1) -> dict:
+    """Ray Tune's rule replayed over random trial orders on what the full sweep measured: each job's
+    values at the rungs and its whole-run wall time (launch overhead, from the profile, paid once per
+    trial). A model, not a run: it says how much the one real Ray run's order mattered."""
+    h = wl.halving()
+    vals = full["rung_values"]
+    walls = {ln["job"]: ln["end_s"] - ln["start_s"] for ln in full["launch_log"] if ln["status"] == "done"}
+    one = next(c for c in table.jobs[0].configs if c.gpus == 1)
+    extra = (one.model_extra or {})
+    launch = float(extra.get("startup_s") or 0) + float(extra.get("teardown_s") or 0)
+    jobs = [j.name for j in wl.jobs]
+    steps = {j.name: j.steps for j in wl.jobs}
+
+    def once(order: list[str]) -> tuple[float, Optional[str]]:
+        recorded: dict[int, list] = {r: [] for r in h.rungs}
+        queue, active, end, finished = list(order), [], 0.0, []
+
+        def start(job: str, t: float) -> list:
+            train = max(1e-3, walls[job] - launch)
+            return [t + launch + train * h.rungs[0] / steps[job], job, 0, t, train]
+
+        for _ in range(args_devices(wl)):
+            if queue:
+                active.append(start(queue.pop(0), 0.0))
+        while active:
+            active.sort()
+            t, job, ri, st, train = active.pop(0)
+            if ri < len(h.rungs):
+                r = h.rungs[ri]
+                v = vals.get(job, {}).get(r)
+                go = policy.ray_asha_continues(v, recorded[r], h.keep, h.goal)
+                recorded[r].append(v)
+                if go:
+                    nxt = h.rungs[ri + 1] if ri + 1 < len(h.rungs) else steps[job]
+                    active.append([t + train * (nxt - r) / steps[job], job, ri + 1, st, train])
+                    continue
+            else:
+                finished.append(job)
+            end = max(end, t)
+            if queue:
+                active.append(start(queue.pop(0), t))
+        return end, policy.best(finished, full["finals"], h.goal)
+
+    rng = random.Random(seed)
+    spans, agree = [], 0
+    for _ in range(orders):
+        order = list(jobs)
+        rng.shuffle(order)
+        span, win = once(order)
+        spans.append(span)
+        agree += win == full["winner"]
+    spans.sort()
+    here, _ = once(jobs)
+    pick = lambda q: round(spans[min(len(spans) - 1, int(q * len(spans)))], 1)  # noqa: E731
+    return {"orders": orders, "wall_s_p10": pick(0.1), "wall_s_median": pick(0.5), "wall_s_p90": pick(0.9),
+            "winner_agrees": round(agree / max(1, orders), 3), "this_order_s": round(here, 1),
+            "launch_s": round(launch, 1)}
+
+
+def args_devices(wl) -> int:
+    return sum(n.gpus for n in wl.cluster.nodes)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=12)
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--rungs", default="25,50,100,200", help="comma-separated steps")
-    ap.add_argument("--keep", type=float, default=0.5)
+    ap.add_argument("--steps", type=int, default=450)
+    ap.add_argument("--rungs", default="50,150", help="comma-separated steps")
+    ap.add_argument("--keep", type=float, default=1 / 3)
     ap.add_argument("--devices", type=int, default=2)
     ap.add_argument("--d-model", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--order-seed", type=int, default=0, help="shuffles the jobs' order (Ray starts trials in it)")
+    ap.add_argument("--replays", type=int, default=200, help="trial orders for the Ray rule's replay")
     ap.add_argument("--order", default="ours,ray,full", help="which ways, in this order")
     ap.add_argument("--ablation", action="store_true", help="also ours with every job on one device")
     ap.add_argument("--time-limit", type=float, default=10.0, help="solver limit of the first plans")
@@ -217,6 +288,12 @@ def main() -> int:
         print(f"## {way}: wall {row['wall_s']:.0f} s, {row['device_s']:.0f} device-s, {row['launches']} launches, "
               f"winner {row['winner']} ({row['winner_value']})", flush=True)
     full = next((r for r in rows if r["way"] == "full"), None)
+    replay = replay_ray(full, wl, table, args.replays) if full is not None and args.replays else None
+    if replay:
+        print(f"# Ray's rule replayed over {replay['orders']} random trial orders on the full sweep's values: wall "
+              f"{replay['wall_s_p10']:.0f} / {replay['wall_s_median']:.0f} / {replay['wall_s_p90']:.0f} s (p10/median/p90), "
+              f"winner agrees in {100 * replay['winner_agrees']:.0f}%; this run's order replays to "
+              f"{replay['this_order_s']:.0f} s")
     print("\n| way | wall | device-seconds | launches | re-plans | winner | agrees with full |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -226,7 +303,7 @@ def main() -> int:
               f"| {r['way']} | {r['wall_s']:.0f} s | {r['device_s']:.0f} | {r['launches']} | {r.get('replans', '-')} | - | - |")
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "args": vars(args),
-           "table": json.loads(table.to_json()), "rows": rows}
+           "table": json.loads(table.to_json()), "rows": rows, "ray_replay": replay}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"\nwritten {args.out}")

@@ -359,6 +359,46 @@ def resize_gain_s(es: dict, job: str, rec: dict, free: int, restart_overhead_s: 
     return stay - moved
 
 
+def expected_stages(table: ProfileTable, halving: Halving, *, solver: Optional[str] = None,
+                    time_limit: float = 2.0) -> list[dict]:
+    """The stages after the first rung as the quotas say they will be: after rung r, K_r survivors of
+    each group (who they are is not known yet: each is the group's average job), planned on the whole
+    cluster. What the sweep is expected to cost beyond the first plan, and how the survivors' share
+    of the cluster grows; a rung re-plan later plans the real survivors."""
+    from saturn_airflow.control.early_stop import quotas
+    from saturn_airflow.planner import plan_table
+
+    out = []
+    bounds = list(halving.rungs) + [None]
+    for i, rung in enumerate(halving.rungs):
+        jobs = []
+        for g, members in halving.groups.items():
+            k = quotas(len(members), halving.keep, len(halving.rungs))[i]
+            profiles = [table.job(m) for m in members]
+            by_key: dict[tuple, list] = {}
+            for jp in profiles:
+                end = bounds[i + 1] or halving.steps[jp.name]
+                share = (end - rung) / max(1, halving.steps[jp.name])
+                for c in jp.configs:
+                    runtime = _startup(c) + (c.runtime_s - _startup(c)) * share
+                    by_key.setdefault((c.parallelism, c.gpus, json_key(c.knobs), c.gpu_type), []).append(
+                        c.model_copy(update={"runtime_s": max(1e-3, runtime)}))
+            average = [cs[0].model_copy(update={"runtime_s": sum(c.runtime_s for c in cs) / len(cs)})
+                       for cs in by_key.values() if len(cs) == len(profiles)]
+            jobs += [JobProfile(name=f"{g}.{k_i + 1}", configs=average) for k_i in range(k)]
+        stage = plan_table(ProfileTable(cluster=table.cluster, jobs=jobs), solver=solver, time_limit=time_limit,
+                           workload="expected")
+        out.append({"after_rung": rung, "survivors": len(jobs), "makespan_s": round(stage.makespan_s, 3),
+                    "gpus": sorted(a.gpus for a in stage.assignments)})
+    return out
+
+
+def json_key(knobs: dict) -> str:
+    import json
+
+    return json.dumps(knobs, sort_keys=True)
+
+
 def first_plan(table: ProfileTable, halving: Halving, *, workload: str, solver: Optional[str] = None,
                time_limit: Optional[float] = None, table_ref: Optional[str] = None,
                progress: Optional[Callable[[str], None]] = None) -> tuple[Plan, ProfileTable]:
@@ -371,6 +411,9 @@ def first_plan(table: ProfileTable, halving: Halving, *, workload: str, solver: 
     plan = plan_table(seg_table, solver=solver, time_limit=time_limit, workload=workload, progress=progress)
     data = plan.model_dump(mode="json")
     data[KEY] = new_section(halving, table, {j: {"from": 0, "to": e} for j, e in ends.items()}, table_ref=table_ref)
+    stages = expected_stages(table, halving, solver=solver)
+    data[KEY]["expected"] = stages
+    data[KEY]["expected_sweep_s"] = round(plan.makespan_s + sum(st["makespan_s"] for st in stages), 3)
     return Plan.model_validate(data), seg_table
 
 

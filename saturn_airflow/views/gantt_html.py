@@ -221,6 +221,7 @@ def sweep_summary(plan_ds: list[dict], attached: dict[str, dict[str, dict]],
                            if p["summary"]["baseline_makespan_s"] is not None), None)
     return {
         "planned_makespan_s": first["plan"]["makespan_s"],
+        "expected_sweep_s": (first["plan"].get("early_stop") or {}).get("expected_sweep_s"),
         "lower_bound_s": first["plan"]["lower_bound_s"],
         "baseline_makespan_s": baseline_s,
         "actual_makespan_s": (max(ends) - origin) if finished and ends else None,
@@ -392,6 +393,8 @@ def _gantt_svg(plan_d: dict, now_rel: Optional[float]) -> str:
 
 def _summary_html(sm: dict) -> str:
     rows = [("lower bound", sm["lower_bound_s"], "lb"), ("planned", sm["planned_makespan_s"], "planned")]
+    if sm.get("expected_sweep_s") is not None:  # successive halving: the first plan holds the first rung only
+        rows.append(("expected sweep", sm["expected_sweep_s"], "expected"))
     if sm["actual_makespan_s"] is not None:
         rows.append(("actual", sm["actual_makespan_s"], "actual"))
     elif sm["projected_makespan_s"] is not None:
@@ -465,7 +468,7 @@ code{font-size:12px;background:#f1f3f6;padding:0 3px;border-radius:3px}
 .summary{max-width:640px;margin:6px 0}.cmp-row{display:flex;align-items:center;gap:8px;margin:2px 0}
 .cmp-name{width:120px;text-align:right;color:#555}.cmp-track{flex:1;background:#f1f3f6;height:12px;border-radius:3px}
 .cmp-bar{display:block;height:12px;border-radius:3px}.cmp-lb{background:#9aa3b2}.cmp-planned{background:#7e57c2}
-.cmp-actual{background:#2e9e5b}.cmp-projected{background:#2f6fde}.cmp-baseline{background:#d64545}
+.cmp-actual{background:#2e9e5b}.cmp-expected{background:#b39ddb}.cmp-projected{background:#2f6fde}.cmp-baseline{background:#d64545}
 .cmp-val{width:70px}.notes{color:#444;margin:4px 0}
 svg.gantt{display:block;max-width:1400px;font-size:11px}
 .grid{stroke:#e3e6ea}.tick{fill:#666;text-anchor:middle}.lane-bg{fill:#fafbfc;stroke:#eef0f3}

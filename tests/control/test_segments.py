@@ -55,6 +55,17 @@ def test_first_plan_holds_every_grouped_job_up_to_its_first_rung():
     for a in plan.assignments:  # start-up whole, training scaled to 25 of 100 steps
         assert a.runtime_s == pytest.approx({1: 5 + 95 * 0.25, 2: 5 + 55 * 0.25}[a.gpus])
     assert seg.target(plan, "a") == 25
+    # the stages after the rung, as the quotas say: 2 survivors for 75 steps each, on the whole cluster
+    (stage,) = es["expected"]
+    assert (stage["after_rung"], stage["survivors"]) == (25, 2)
+    assert stage["makespan_s"] == pytest.approx(5 + 95 * 0.75)  # side by side, one device each
+    assert es["expected_sweep_s"] == pytest.approx(plan.makespan_s + stage["makespan_s"])
+
+
+def test_a_lone_expected_survivor_gets_the_whole_cluster():
+    _, plan, _ = first(["a", "b", "c"], keep=1 / 3)
+    (stage,) = seg.section(plan)["expected"]
+    assert stage["survivors"] == 1 and stage["gpus"] == [2]
 
 
 def test_a_job_in_no_group_runs_whole_in_the_first_plan():
