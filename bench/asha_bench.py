@@ -234,8 +234,8 @@ def args_devices(wl) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=12)
-    ap.add_argument("--steps", type=int, default=450)
-    ap.add_argument("--rungs", default="50,150", help="comma-separated steps")
+    ap.add_argument("--steps", type=int, default=270)
+    ap.add_argument("--rungs", default="30,90", help="comma-separated steps")
     ap.add_argument("--keep", type=float, default=1 / 3)
     ap.add_argument("--devices", type=int, default=2)
     ap.add_argument("--d-model", type=int, default=128)
@@ -243,7 +243,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--order-seed", type=int, default=0, help="shuffles the jobs' order (Ray starts trials in it)")
     ap.add_argument("--replays", type=int, default=200, help="trial orders for the Ray rule's replay")
-    ap.add_argument("--order", default="ours,ray,full", help="which ways, in this order")
+    ap.add_argument("--order", default="ours,ray,full,ray,ours",
+                    help="which ways, in this order (a way may repeat: the machine's load changes under the runs)")
     ap.add_argument("--ablation", action="store_true", help="also ours with every job on one device")
     ap.add_argument("--time-limit", type=float, default=10.0, help="solver limit of the first plans")
     ap.add_argument("--replan-time-limit", type=float, default=3.0)
@@ -294,13 +295,14 @@ def main() -> int:
               f"{replay['wall_s_p10']:.0f} / {replay['wall_s_median']:.0f} / {replay['wall_s_p90']:.0f} s (p10/median/p90), "
               f"winner agrees in {100 * replay['winner_agrees']:.0f}%; this run's order replays to "
               f"{replay['this_order_s']:.0f} s")
-    print("\n| way | wall | device-seconds | launches | re-plans | winner | agrees with full |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| way | wall | device-seconds | launches | re-plans | resized | winner | agrees with full | load (1 min) before/after |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         agree = "-" if full is None else ("yes" if r["winner"] == full["winner"] else "no")
+        win = f"{r['winner']} ({r['winner_value']:.4f})" if r["winner_value"] is not None else "-"
+        load = "/".join(u.split("load average:")[-1].split(",")[0].strip() for u in (r["uptime_before"], r["uptime_after"]))
         print(f"| {r['way']} | {r['wall_s']:.0f} s | {r['device_s']:.0f} | {r['launches']} | {r.get('replans', '-')} "
-              f"| {r['winner']} ({r['winner_value']:.4f}) | {agree} |" if r["winner_value"] is not None else
-              f"| {r['way']} | {r['wall_s']:.0f} s | {r['device_s']:.0f} | {r['launches']} | {r.get('replans', '-')} | - | - |")
+              f"| {', '.join(r.get('resized') or []) or '-'} | {win} | {agree} | {load} |")
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "args": vars(args),
            "table": json.loads(table.to_json()), "rows": rows, "ray_replay": replay}
