@@ -49,7 +49,7 @@ def workload() -> dict:
         "jobs": [{"name": "gpt", "model": "saturn_airflow.examples.models:gpt",
                   "model_args": {"d_model": 128, "n_layers": 2, "n_heads": 4, "vocab": 512, "seq_len": 32},
                   "data": "saturn_airflow.examples.data:tokens", "data_args": {"seq_len": 32, "vocab": 512},
-                  "batch_size": 64, "steps": 160, "optimizer": {"name": "adamw", "lr": 1e-3}}],
+                  "batch_size": 32, "steps": 100, "optimizer": {"name": "adamw", "lr": 1e-3}}],
         "grid": {"optimizer.lr": [1e-5, 3e-3, 0.3]},
         "evaluation": {"data_args": {"stream": 1}, "batches": 2, "metrics": ["loss"]},
         "early_stop": {"metric": "loss", "rungs": [20], "keep": 0.3},
