@@ -25,8 +25,9 @@ import argparse
 import json
 import math
 import os
-import random
 import platform
+import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -251,6 +252,7 @@ def main() -> int:
     ap.add_argument("--restart-overhead-s", type=float, default=10.0)
     ap.add_argument("--profile-store", default=str(Path(tempfile.gettempdir()) / "asha-bench-profiles"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "asha.json"))
+    ap.add_argument("--resume", action="store_true", help="keep the ways already measured in --out, run the others")
     args = ap.parse_args()
     args.rungs = [int(r) for r in args.rungs.split(",") if r]
     folder = tempfile.mkdtemp(prefix="asha-bench-")
@@ -270,8 +272,17 @@ def main() -> int:
     print(f"# {len(wl.jobs)} jobs x {args.steps} steps, rungs {args.rungs}, keep {args.keep}, quotas "
           f"{policy.quotas(len(wl.jobs), args.keep, len(args.rungs))}", flush=True)
     rows = []
+    if args.resume and os.path.exists(args.out):  # ways measured by an earlier invocation (same args)
+        rows = json.loads(Path(args.out).read_text()).get("rows", [])
+        print(f"# resuming: {[r['way'] for r in rows]} measured before", flush=True)
+
+    watch_signals()
     ways = [w for w in args.order.split(",") if w] + (["ours-fixed"] if args.ablation else [])
+    measured = [r["way"] for r in rows]
     for way in ways:
+        if way in measured:
+            measured.remove(way)
+            continue
         before = uptime()
         print(f"## {way} ({before})", flush=True)
         if way == "full":
@@ -286,6 +297,7 @@ def main() -> int:
             raise SystemExit(f"unknown way {way!r}")
         row.update(uptime_before=before, uptime_after=uptime())
         rows.append(row)
+        save(args, table, rows, None)
         print(f"## {way}: wall {row['wall_s']:.0f} s, {row['device_s']:.0f} device-s, {row['launches']} launches, "
               f"winner {row['winner']} ({row['winner_value']})", flush=True)
     full = next((r for r in rows if r["way"] == "full"), None)
@@ -303,13 +315,27 @@ def main() -> int:
         load = "/".join(u.split("load average:")[-1].split(",")[0].strip() for u in (r["uptime_before"], r["uptime_after"]))
         print(f"| {r['way']} | {r['wall_s']:.0f} s | {r['device_s']:.0f} | {r['launches']} | {r.get('replans', '-')} "
               f"| {', '.join(r.get('resized') or []) or '-'} | {win} | {agree} | {load} |")
+    save(args, table, rows, replay)
+    print(f"\nwritten {args.out}")
+    return 0
+
+
+def watch_signals() -> None:
+    """A shared machine: log a SIGTERM/SIGHUP sent to this run and go on (Ctrl-C still stops it).
+    A handler, not a blocked mask: the runners this process starts must still see their SIGTERMs."""
+    def on_signal(signum, frame):
+        print(f"# ignored signal {signum} at {time.strftime('%H:%M:%S')}", flush=True)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
+def save(args, table, rows: list[dict], replay: Optional[dict]) -> None:
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "args": vars(args),
            "table": json.loads(table.to_json()), "rows": rows, "ray_replay": replay}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
-    print(f"\nwritten {args.out}")
-    return 0
 
 
 if __name__ == "__main__":
