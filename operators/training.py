@@ -64,16 +64,16 @@ class SaturnTrainOperator(BaseOperator):
         owner = {"job": self.job, "plan_id": self.plan_id, "workload": plan.workload, "dag_run": context["run_id"]}
         kept = self.job in ((plan.model_extra or {}).get("kept") or [])
         timeout = None if kept else settings.get_float("lease_timeout_s")
-        with leases.acquire(store, keys, owner, timeout_s=timeout, log=self.log.info):
+        with leases.acquire(store, keys, owner, timeout_s=timeout, log=self.log.info) as held:
             verdict, why = orchestrate.start_decision(store, plan, self.job)  # the world may have moved while we waited
             if verdict == "done":
                 self.log.info("%s", why)
                 return {"job": self.job, "status": "done", "ran": False}
             if verdict == "skip":
                 raise AirflowSkipException(why)
-            return self._run(store, plan, a, context)
+            return self._run(store, plan, a, context, held)
 
-    def _run(self, store: Store, plan, a, context) -> dict:
+    def _run(self, store: Store, plan, a, context, held=None) -> dict:
         from saturn_airflow.execution.launch import run_job  # torch side (issue 3)
 
         wl_path = (plan.model_extra or {}).get("workload_path")
@@ -104,7 +104,9 @@ class SaturnTrainOperator(BaseOperator):
         try:
             result = run_job(wl_path, self.job, parallelism=a.parallelism, knobs=dict(a.knobs),
                              device_ids=list(a.gpu_ids), store_url=store.url, plan_id=plan.plan_id,
-                             log=self.log.info, stop_event=self._stop)
+                             log=self.log.info, stop_event=self._stop,
+                             ckpt_every_s=settings.get_float("checkpoint_every_s"),
+                             on_start=(lambda proc: held.attach_group(proc.pid)) if held is not None else None)
             status = getattr(result, "status", "failed")
         finally:
             self._stop.set()
@@ -118,8 +120,38 @@ class SaturnTrainOperator(BaseOperator):
         self.log.info("%s ended %s after %.1f s (planned %.1f s)", self.job, status, ended - started, a.runtime_s)
         if status == "done":
             return out
-        if status == "preempted":
-            raise AirflowSkipException(f"preempted by plan {preempted_by[0] if preempted_by else '?'}: "
-                                       f"{self.job} resumes from its checkpoint there")
+        if status == "preempted" and preempted_by:
+            raise AirflowSkipException(f"preempted by plan {preempted_by[0]}: {self.job} resumes from its checkpoint there")
+        if status == "preempted":  # a SIGTERM from outside (a node drain), not a newer plan: nobody else runs it
+            raise AirflowException(f"job {self.job} was stopped from outside at step {getattr(result, 'step', '?')} "
+                                   "(checkpoint saved); a retry resumes it")
         raise AirflowException(f"job {self.job} failed ({getattr(result, 'message', '') if status else ''}); "
                                "a retry resumes from the latest checkpoint")
+
+
+class SaturnPlanResultOperator(BaseOperator):
+    """The plan's verdict, after every training task ended (trigger_rule all_done): fails the DAG run,
+    naming each job and why, when a job of this plan failed for good; succeeds when every job is done
+    or handed to a newer plan. Clearing a failed job's task (with its downstream, this task) resumes
+    the job from its checkpoint and then re-checks."""
+
+    ui_color = "#f1f3f6"
+
+    def __init__(self, *, plan_id: str, store_url: Optional[str] = None, **kwargs):
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.plan_id, self.store_url = plan_id, store_url
+
+    def execute(self, context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        store = Store(self.store_url or settings.store_url())
+        plan = PlanStore(store).get(self.plan_id)
+        ok, bad = orchestrate.plan_result(store, plan)
+        for job, why in bad.items():
+            self.log.error("job %s did not finish: %s", job, why)
+        if bad:
+            raise AirflowFailException(f"{len(bad)} of {len(plan.assignments)} jobs did not finish: "
+                                       + "; ".join(f"{j}: {w}" for j, w in bad.items()))
+        self.log.info("every job of plan %s is done or handed to a newer plan (%d)", self.plan_id, len(ok))
+        return {"done": ok}

@@ -47,6 +47,26 @@ def get_provider_info() -> dict:
                         "description": "How often the drift trigger reads the progress records (seconds).",
                         "version_added": "0.1.0", "type": "float", "example": "10", "default": "5",
                     },
+                    "drift_warmup_s": {
+                        "description": "A launch's first steps during this many seconds (or its profiled warm-up, if longer) never count toward its rate.",
+                        "version_added": "0.1.0", "type": "float", "example": "20", "default": "10",
+                    },
+                    "drift_window_s": {
+                        "description": "A job's rate is measured over at least this many seconds of its steady phase...",
+                        "version_added": "0.1.0", "type": "float", "example": "10", "default": "5",
+                    },
+                    "drift_window_steps": {
+                        "description": "...and at least this many steps.",
+                        "version_added": "0.1.0", "type": "integer", "example": "20", "default": "10",
+                    },
+                    "drift_checks": {
+                        "description": "Re-plan only when this many consecutive drift looks (spanning at least one rate window) are late.",
+                        "version_added": "0.1.0", "type": "integer", "example": "3", "default": "2",
+                    },
+                    "checkpoint_every_s": {
+                        "description": "How often a training job checkpoints (wall seconds); a fault loses at most this much work.",
+                        "version_added": "0.1.0", "type": "float", "example": "300", "default": "60",
+                    },
                     "restart_overhead_s": {
                         "description": "What a preempted job pays to restart (process launch, checkpoint load), in seconds.",
                         "version_added": "0.1.0", "type": "float", "example": "30", "default": "10",

@@ -26,7 +26,10 @@ from typing import Callable, Optional
 
 from saturn_airflow.execution.devices import cpu_cores, device_kind, launch_env
 
+from saturn_airflow.spec.progress import JobState
+
 EXIT_PREEMPTED = 75
+LOSS_LOG = "losses.jsonl"  # under a job's checkpoint root: {"start": K, ...} per launch, then {"step", "loss", "t"} per step
 STOP_GRACE_S = 90.0  # after SIGTERM, how long ranks get to save before SIGKILL
 
 
@@ -88,10 +91,13 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
     full_env = {**os.environ, **launch_env(device_ids, kind), "SATURN_LAUNCH_T0": repr(t0),
                 "SATURN_RUN_ID": uuid.uuid4().hex[:8], "TMPDIR": tmp, "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = _runner_cmd(len(device_ids)) + list(runner_args) + ["--result-dir", result_dir]
-    preexec = None
-    if kind == "cpu" and hasattr(os, "sched_setaffinity"):
-        cores = set(cpu_cores(list(device_ids)))
-        preexec = lambda: os.sched_setaffinity(0, cores)  # noqa: E731 - pins torchrun and its ranks' start
+    cores = set(cpu_cores(list(device_ids))) if kind == "cpu" and hasattr(os, "sched_setaffinity") else None
+
+    def preexec() -> None:
+        if cores:
+            os.sched_setaffinity(0, cores)  # pins torchrun and its ranks' start
+        die_with_parent()
+
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True,
                             bufsize=1, start_new_session=True, preexec_fn=preexec)
     if on_start:
@@ -136,6 +142,21 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
             errors.append(json.load(f))
     shutil.rmtree(tmp, ignore_errors=True)
     return LaunchOutcome(proc.returncode, result, errors, list(tail), t0, t_exit, timed_out, stopped)
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the process that launched it dies (Linux).
+
+    torchrun forwards SIGTERM to its ranks, which agree on a stop, checkpoint and exit: an Airflow task
+    process killed outright (SIGKILL, the OOM killer) leaves no training running behind it that a retry
+    would race on the same devices."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the lease's process-group check still guards the devices
+        pass
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:
@@ -197,6 +218,9 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
     try:
         wpath, wname = _workload_file(workload, folder)
         ck = checkpoint_root(store_url, wname, job, checkpoint_dir)
+        if loss_log is None:  # every step of every attempt, next to the checkpoints (what was lost, what was learned)
+            os.makedirs(ck, exist_ok=True)
+            loss_log = os.path.join(ck, LOSS_LOG)
         args = ["--workload", wpath, "--job", job, "--parallelism", parallelism, "--knobs", json.dumps(knobs or {}),
                 "--mode", "train", "--store", store_url, "--plan-id", plan_id or "", "--checkpoint-dir", ck,
                 "--progress-every-s", str(progress_every_s)]
@@ -216,7 +240,7 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
         else:
             status, msg = "failed", out.message()
         if status == "failed" and _progress_state(store_url, wname, job) == "running":
-            _mark_failed(store_url, wname, job, plan_id, msg, parallelism, device_ids)
+            _mark_interrupted(store_url, wname, job, plan_id, msg, parallelism, device_ids)
         return JobResult(status, job, res.get("step"), res.get("total"), out.returncode, wall, msg, ck, details)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -229,17 +253,18 @@ def _progress_state(store_url: str, workload: str, job: str) -> Optional[str]:
     return rec.get("state") if rec else None
 
 
-def _mark_failed(store_url, workload, job, plan_id, msg, parallelism, device_ids) -> None:
-    """A rank killed outright (SIGKILL, OOM-killer) cannot say so itself: the launcher records it."""
+def _mark_interrupted(store_url, workload, job, plan_id, msg, parallelism, device_ids) -> None:
+    """A rank killed outright (SIGKILL, OOM-killer) cannot say so itself: the launcher records that
+    this attempt ended (interrupted: a retry resumes it; the training task marks it failed for good)."""
     from saturn_airflow.store.files import ProgressStore, Store
 
     ps = ProgressStore(Store(store_url))
     rec = ps.get(workload, job) or {}
     now = time.time()
-    rec.update({"plan_id": plan_id, "state": "failed", "updated_at": now, "finished_at": now, "error": msg[:500],
+    rec.update({"plan_id": plan_id, "state": JobState.INTERRUPTED.value, "updated_at": now, "finished_at": now, "error": msg[:500],
                 "parallelism": parallelism, "device_ids": list(device_ids)})
     ps.put(workload, job, rec)
 
 
-__all__ = ["run_job", "JobResult", "launch_runner", "LaunchOutcome", "checkpoint_root", "EXIT_PREEMPTED"]
+__all__ = ["run_job", "JobResult", "launch_runner", "LaunchOutcome", "checkpoint_root", "EXIT_PREEMPTED", "LOSS_LOG"]
 

@@ -78,6 +78,15 @@ class Leases:
             _release_one(self.store, key, self.token, self.owner)
         self.keys = []
 
+    def attach_group(self, pgid: int) -> None:
+        """The holder launched a process group (torchrun and its ranks) that uses these keys: the
+        leases stay live while any process of it runs, even after the holder itself died."""
+        for key in self.keys:
+            with _key_lock(self.store, key):
+                current = holder(self.store, key)
+                if current is not None and current.get("token") == self.token:
+                    self.store.write_json(_rel(key), {**current, "group": int(pgid)})
+
     def __enter__(self) -> "Leases":
         return self
 
@@ -123,9 +132,24 @@ def holder(store: Store, key: str) -> Optional[dict]:
     return store.read_json(_rel(key))
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group `pgid` still runs."""
+    if pgid <= 0:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def is_stale(record: dict, max_age_s: Optional[float] = None) -> bool:
     if record.get("host") == HOST and "pid" in record:
-        return not pid_alive(int(record["pid"]), record.get("pid_start"))
+        if pid_alive(int(record["pid"]), record.get("pid_start")):
+            return False
+        return not (record.get("group") and group_alive(int(record["group"])))
     if max_age_s is not None:
         return time.time() - float(record.get("at", 0)) > max_age_s
     return False

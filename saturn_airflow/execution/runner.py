@@ -30,7 +30,9 @@ def _write_json(path: str, obj) -> None:
 
 
 class ProgressReporter:
-    """Rank 0's progress: a ProgressStore record every few seconds and a readable line on stdout."""
+    """Rank 0's progress: a ProgressStore record (spec.progress.ProgressRecord) every few seconds and a
+    readable line on stdout. The record's trail of (time, step) samples is what every reader computes
+    the job's steady rate from (control.rates.estimate); the loss log, when given, gets every step."""
 
     def __init__(self, *, workload: str, job: str, plan_id: str, parallelism: str, device_ids: list[int],
                  store_url: Optional[str], every_s: float = 3.0, loss_log: Optional[str] = None, enabled: bool = True):
@@ -50,26 +52,38 @@ class ProgressReporter:
         self.t_first: Optional[float] = None
         self.last_put = 0.0
         self.last_loss: Optional[float] = None
+        self.trail: list[tuple[float, int]] = []
         self.window: Optional[tuple[float, int]] = None  # (time, step) at the previous record
 
     def _recent_rate(self, now: float, step: int) -> Optional[float]:
-        """Steps per second since the previous record: what the job does now, where the whole-run rate
-        still carries the start and any earlier slow phase (a co-tenant that came and went)."""
+        """Steps per second since the previous record (display only; drift uses the trail)."""
         prev, self.window = self.window, (now, step)
         if prev is None or now <= prev[0] or step <= prev[1]:
             return None
         return (step - prev[1]) / (now - prev[0])
 
+    def _sample(self, now: float, step: int) -> None:
+        from saturn_airflow.spec.progress import TRAIL_EVERY_S, TRAIL_MAX, TRAIL_S
+
+        if not self.trail or now - self.trail[-1][0] >= TRAIL_EVERY_S:
+            self.trail.append((now, step))
+            while len(self.trail) > TRAIL_MAX or (len(self.trail) > 2 and now - self.trail[1][0] >= TRAIL_S):
+                self.trail.pop(0)
+
     def _record(self, state: str, step: int, finished: bool = False) -> dict:
+        from saturn_airflow.spec.progress import JobState, ProgressRecord
+
         now = time.time()
         rate = 0.0
         if self.t_first is not None and step > self.start_step and now > self.t_first:
             rate = (step - self.start_step) / (now - self.t_first)
-        rec = {"plan_id": self.plan_id, "state": state, "step": step, "total": self.total,
-               "rate_steps_per_s": rate, "recent_rate_steps_per_s": self._recent_rate(now, step), "started_at": self.started_at, "updated_at": now,
-               "finished_at": now if finished else None, "parallelism": self.parallelism,
-               "device_ids": self.device_ids, "start_step": self.start_step, "loss": self.last_loss}
-        return rec
+        rec = ProgressRecord(
+            plan_id=self.plan_id, state=JobState(state), step=step, total=self.total, rate_steps_per_s=rate,
+            recent_rate_steps_per_s=self._recent_rate(now, step), started_at=self.started_at,
+            first_step_at=self.t_first, updated_at=now, finished_at=now if finished else None,
+            trail=list(self.trail), parallelism=self.parallelism, device_ids=self.device_ids,
+            start_step=self.start_step, loss=self.last_loss, pid=os.getpid(), launcher_pid=os.getppid())
+        return rec.to_dict()
 
     def _put(self, rec: dict) -> None:
         if self.store is not None:
@@ -83,6 +97,11 @@ class ProgressReporter:
             return
         self.total, self.start_step = total, step
         self.t_first = time.time()
+        self.trail = [(self.t_first, step)]
+        if self.loss_log is not None:
+            self.loss_log.write(json.dumps({"start": step, "t": self.t_first, "plan_id": self.plan_id,
+                                            "parallelism": self.parallelism, "device_ids": self.device_ids}) + "\n")
+            self.loss_log.flush()
         self._put(self._record("running", step))
         print(f"[saturn] {self.job}: {self.parallelism} on devices {self.device_ids}, "
               f"{'resuming at' if step else 'starting at'} step {step}/{total}", flush=True)
@@ -91,10 +110,11 @@ class ProgressReporter:
         if not self.enabled:
             return
         self.last_loss = loss
-        if self.loss_log is not None:
-            self.loss_log.write(json.dumps({"step": step - 1, "loss": loss}) + "\n")
-            self.loss_log.flush()
         now = time.time()
+        self._sample(now, step)
+        if self.loss_log is not None:
+            self.loss_log.write(json.dumps({"step": step - 1, "loss": loss, "t": round(now, 4)}) + "\n")
+            self.loss_log.flush()
         if now - self.last_put >= self.every_s or step == self.total:
             self.last_put = now
             rec = self._record("running", step)
@@ -111,9 +131,11 @@ class ProgressReporter:
         print(f"[saturn] {self.job}: {state} at step {step}/{self.total}", flush=True)
 
     def fail(self, step: int, message: str) -> None:
+        """This launch failed: the record says interrupted (a retry resumes it); only the training task
+        knows whether an attempt is left, and marks the job failed for good when none is."""
         if not self.enabled:
             return
-        rec = self._record("failed", step, finished=True)
+        rec = self._record("interrupted", step, finished=True)
         rec["error"] = message[:500]
         self._put(rec)
 
@@ -155,6 +177,7 @@ def _load_workload(path: str):
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.makedirs(args.result_dir, exist_ok=True)
+    os.environ["SATURN_RUNNER_MODE"] = args.mode  # the examples' fault-injection knobs act in train mode only
     stop = None
     # install the handler before the slow imports: a SIGTERM during start-up still means "preempted"
     early = {"term": False}
@@ -165,6 +188,9 @@ def main(argv=None) -> int:
             stop.requested = True
 
     signal.signal(signal.SIGTERM, on_term)
+    from saturn_airflow.execution.launch import die_with_parent
+
+    die_with_parent()  # torchrun killed outright: stop (checkpoint) too, never train on unguarded devices
     import torch.distributed as dist
 
     from saturn_airflow.execution.devices import bind_rank

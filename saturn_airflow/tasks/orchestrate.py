@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from saturn_airflow import settings
-from saturn_airflow.control.drift import assess
+from saturn_airflow.control.drift import DriftWatch, assess
+from saturn_airflow.control.rates import RateWindow
 from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.spec.plan import Plan, check_plan, parse_plan
 from saturn_airflow.spec.profile_table import ProfileTable, parse_profile_table
+from saturn_airflow.spec.progress import JobState
 from saturn_airflow.store.files import PlanStore, ProgressStore, Store
 
 # Parallelisms that cannot run on fewer devices than this (a pipeline needs two stages); a registered
@@ -231,15 +233,36 @@ def preempt_check(store: Store, plan: Plan, job: str) -> Optional[str]:
 
 
 def mark_failed(store: Store, plan: Plan, job: str, message: str) -> None:
-    """A training task's last attempt failed before or around the runner (e.g. a lease timeout): record
-    it, so the drift watch counts the job as finished instead of waiting for it forever."""
+    """A training task's last attempt failed (in the runner, or around it, e.g. a lease timeout): the
+    job failed for good under this plan. Recorded so the drift watch counts it as finished instead of
+    waiting for it forever, and the plan's result task, the Gantt page and `saturn show` name it and
+    the reason. The runner's own reason (an interrupted attempt's error) is kept when there is one."""
     prog = ProgressStore(store)
     rec = prog.get(plan.workload, job) or {}
-    if rec.get("state") in ("running", "done"):
-        return
+    if rec.get("state") in (JobState.RUNNING, JobState.DONE):
+        return  # someone else runs it (a lease timeout while another task holds the job) or it finished
     now = time.time()
-    prog.put(plan.workload, job, {**rec, "plan_id": plan.plan_id, "state": "failed", "updated_at": now,
-                                  "finished_at": now, "error": message[:500]})
+    reason = rec.get("error") if rec.get("state") == JobState.INTERRUPTED and rec.get("error") else message
+    prog.put(plan.workload, job, {**rec, "plan_id": plan.plan_id, "state": JobState.FAILED.value, "updated_at": now,
+                                  "finished_at": now, "error": reason[:500]})
+
+
+def plan_result(store: Store, plan: Plan) -> tuple[list[str], dict[str, str]]:
+    """After every training task of `plan` ended: (jobs done or handed to a newer plan, {job: why it
+    did not finish}). A job moved to a child plan is that plan's to finish."""
+    ps, prog = PlanStore(store), ProgressStore(store)
+    child_id = ps.superseded_by(plan.plan_id)
+    moved = {a.job for a in ps.get(child_id).assignments} if child_id else set()
+    ok, bad = [], {}
+    for a in sorted(plan.assignments, key=lambda a: a.job):
+        rec = prog.get(plan.workload, a.job) or {}
+        state = rec.get("state") or JobState.PENDING.value
+        if state == JobState.DONE or a.job in moved:
+            ok.append(a.job)
+            continue
+        where = f" at step {rec.get('step')}/{rec.get('total')}" if rec.get("total") else ""
+        bad[a.job] = f"{state}{where}: {rec.get('error') or 'its task ended without finishing it'}"
+    return ok, bad
 
 
 # --------------------------------------------------------------------------- drift watch
@@ -253,39 +276,13 @@ def drift_settings(plan: Plan, depth: int = 0) -> dict[str, float]:
             "min_s": factor * float(d.get("min_s") if d.get("min_s") is not None else settings.drift_min_s())}
 
 
-class RateWindow:
-    """Recent rates (steps/s) from successive progress records: the speed now, not the average since start."""
-
-    def __init__(self, window_s: float = 30.0):
-        self.window_s = window_s
-        self.samples: dict[str, list[tuple[float, int]]] = {}
-
-    def update(self, records: dict[str, Optional[dict]]) -> dict[str, float]:
-        rates: dict[str, float] = {}
-        for job, rec in records.items():
-            if not rec or rec.get("state") != "running" or rec.get("updated_at") is None:
-                self.samples.pop(job, None)
-                continue
-            t, step = float(rec["updated_at"]), int(rec.get("step") or 0)
-            hist = self.samples.setdefault(job, [])
-            if hist and (step < hist[-1][1] or t < hist[-1][0]):
-                hist.clear()  # a restart (resumed elsewhere): start over
-            if not hist or t > hist[-1][0]:
-                hist.append((t, step))
-            while len(hist) > 2 and t - hist[1][0] >= self.window_s:
-                hist.pop(0)
-            t_old, s_old = hist[0]
-            if t - t_old >= min(self.window_s, 10.0) and step > s_old:
-                rates[job] = (step - s_old) / (t - t_old)
-        return rates
-
-
 def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[float] = None,
                min_s: Optional[float] = None, max_replans: int = 5, now: Optional[float] = None,
-               window: Optional[RateWindow] = None) -> Optional[dict]:
+               watch: Optional[DriftWatch] = None) -> Optional[dict]:
     """One look of the drift watch: an event dict when the watch should end (kind drift|done|superseded), else None.
 
-    `window` (kept by the caller across looks) turns successive records into recent rates."""
+    `watch` (kept by the caller across looks) holds the consecutive late looks; without one a single
+    late look is enough (tests, `poke`)."""
     store = Store(store_url)
     ps, prog = PlanStore(store), ProgressStore(store)
     plan = ps.get(plan_id)
@@ -297,19 +294,30 @@ def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[f
     from saturn_airflow.control.replan import with_leased_jobs
 
     records = with_leased_jobs(store, plan, prog.all(plan.workload))  # tasks starting up count as running
-    rates = window.update(records) if window is not None else {}
+    try:
+        table = plan_table_of(store, plan)
+    except (KeyError, ValueError, SaturnInputError):
+        table = None  # profiled speeds unknown: the plan's runtimes stand in for them
     report = assess(plan, records, time.time() if now is None else now, t0,
                     threshold=th["threshold"] if threshold is None else threshold,
-                    min_s=th["min_s"] if min_s is None else min_s, rates=rates)
+                    min_s=th["min_s"] if min_s is None else min_s, table=table, window=RateWindow.from_settings())
     if report.all_done:
         return {"kind": "done", "plan_id": plan_id, "message": report.summary() + ": " + report.reason,
                 "report": report.to_dict()}
-    if report.should_replan:
+    fire = watch.look(report) if watch is not None else report.should_replan
+    if fire:
         if depth >= max_replans:
             return None  # keep watching until done, without re-planning again
-        return {"kind": "drift", "plan_id": plan_id, "message": report.summary() + ": " + report.reason,
-                "reason": report.reason, "report": report.to_dict()}
+        looks = f" (late on {watch.streak} consecutive looks)" if watch is not None else ""
+        return {"kind": "drift", "plan_id": plan_id, "message": report.summary() + ": " + report.reason + looks,
+                "reason": report.reason, "report": report.to_dict(),
+                "late_looks": list(watch.late_at) if watch is not None else [report.now]}
     return None
+
+
+def new_drift_watch() -> DriftWatch:
+    """The consecutive-looks state of one drift watch, from the [saturn] settings."""
+    return DriftWatch(checks=settings.get_int("drift_checks"), span_s=settings.get_float("drift_window_s"))
 
 
 def replan_conf(event: dict) -> dict[str, Any]:
@@ -320,6 +328,4 @@ def replan_conf(event: dict) -> dict[str, Any]:
     drift = {k: rep.get(k) for k in ("planned_makespan_s", "projected_makespan_s", "ratio", "done", "running",
                                      "pending", "failed", "now", "t0")}
     drift["rates"] = rates
-    drift["samples"] = {j: [p["updated_at"], p["step"]] for j, p in (rep.get("jobs") or {}).items()
-                        if p.get("state") == "running" and p.get("updated_at")}
     return {"replan_of": event["plan_id"], "reason": event.get("reason", "drift"), "drift": drift}

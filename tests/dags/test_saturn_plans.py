@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from saturn_airflow.tasks.render import DRIFT_TASK, REPLAN_TASK, dag_id, synthetic_plan, task_specs
+from saturn_airflow.tasks.render import DRIFT_TASK, REPLAN_TASK, RESULT_TASK, dag_id, synthetic_plan, task_specs
 from saturn_airflow.store.files import PlanStore, Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,9 @@ def test_two_node_plan_renders_pools_queues_priorities_and_edges(tmp_path, monke
         assert set(t.upstream_task_ids) == set(a.after)
     assert {jobs[j].node for j in jobs} == {"node0", "node1"}
     assert dag.get_task(DRIFT_TASK).downstream_task_ids == {REPLAN_TASK}
-    assert len(dag.tasks) == 12 + 2
+    result = dag.get_task(RESULT_TASK)  # the plan's verdict comes after every training task
+    assert result.upstream_task_ids == set(jobs) and result.trigger_rule == "all_done" and result.retries == 0
+    assert len(dag.tasks) == 12 + 3
 
 
 def test_each_plan_version_gets_its_own_dag_and_supersede_does_not_change_it(tmp_path, monkeypatch):

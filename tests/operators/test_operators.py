@@ -218,7 +218,7 @@ def test_trigger_fires_drift_for_a_late_plan(store):
     assert ev["kind"] == "drift" and "later than the planned" in ev["reason"]
     conf = orchestrate.replan_conf(ev)
     assert conf["replan_of"] == p.plan_id and a.job in conf["drift"]["running"]
-    assert conf["drift"]["samples"][a.job][1] == 1 and conf["drift"]["rates"] == {a.job: 0.1}
+    assert conf["drift"]["rates"] == {a.job: 0.1}
     import json
 
     json.dumps(conf)  # travels as a DAG run conf
