@@ -112,6 +112,20 @@ def _context(lineage: list[Plan]) -> tuple[Any, Optional[float]]:
     return _CONTEXT[root]
 
 
+_TABLES: dict[str, Any] = {}
+
+
+def _table(lineage: list[Plan]) -> Any:
+    """The lineage's profile table (the projection's profiled step times, as the drift watch uses them)."""
+    root = lineage[0].plan_id
+    if root not in _TABLES:
+        table = gantt_html.lineage_table(store(), lineage)
+        if table is None:
+            return None
+        _TABLES[root] = table
+    return _TABLES[root]
+
+
 def _page(plan_id: Optional[str], dag_id: Optional[str], latest: bool) -> tuple[list[Plan], dict, Any]:
     st = store()
     ps = PlanStore(st)
@@ -140,7 +154,7 @@ def index(dag_id: Optional[str] = None, plan_id: Optional[str] = None) -> HTMLRe
         if newest is None:  # the most recent lineage's chart under the list
             cluster, baseline = _context(lineage)
             newest = gantt_html.page_body(gantt_html.render_html(
-                lineage, progress, baseline, cluster=cluster,
+                lineage, progress, baseline, cluster=cluster, table=_table(lineage),
                 dag_urls={q.plan_id: f"/dags/{plan_dag_id(q.plan_id)}" for q in lineage}))
     return HTMLResponse(gantt_html.render_index(entries, newest))
 
@@ -152,7 +166,7 @@ def plan_page(plan_id: Optional[str] = None, dag_id: Optional[str] = None,
     cluster, baseline = _context(lineage)
     running = any(r and r.get("state") == "running" for r in progress.values())
     urls = {p.plan_id: f"/dags/{plan_dag_id(p.plan_id)}" for p in lineage}
-    return HTMLResponse(gantt_html.render_html(lineage, progress, baseline, cluster=cluster, dag_urls=urls,
+    return HTMLResponse(gantt_html.render_html(lineage, progress, baseline, cluster=cluster, dag_urls=urls, table=_table(lineage),
                                                refresh_s=REFRESH_S if running else None))
 
 
@@ -171,4 +185,4 @@ def plan_data(plan_id: str, latest: bool = False) -> JSONResponse:
     """What the chart draws (lanes, planned and actual slots, makespans, lineage) as JSON."""
     lineage, progress, _ = _page(plan_id, None, latest)
     cluster, baseline = _context(lineage)
-    return JSONResponse(gantt_html.chart_data(lineage, progress, baseline, cluster=cluster))
+    return JSONResponse(gantt_html.chart_data(lineage, progress, baseline, cluster=cluster, table=_table(lineage)))

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--table", help="also check the plan against this profile table (and, with --html, draw every GPU and the current-practice makespan)")
     sh.add_argument("--html", help="write a self-contained HTML page here")
     sh.add_argument("--width", type=int, default=72)
+    sh.add_argument("--store", help="a store (path or URL): PLAN may be a plan id in it, and the jobs' progress, "
+                                    "projected makespan and failures are shown from its records")
     si = sub.add_parser("simulate", help="replay a plan along its GPU hand-over edges, optionally with runtime noise")
     si.add_argument("plan")
     si.add_argument("--noise", type=_nonneg_float, default=0.0, help="lognormal sigma of runtime noise (0: exact)")
@@ -216,11 +218,66 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _store_lineage(store_url: str, ref: str):
+    """The plan lineage (oldest first) of a plan id, or of a plan file's id, in a store."""
+    from saturn_airflow.store.files import PlanStore, Store
+
+    ps = PlanStore(Store(store_url))
+    pid = ref
+    if ref.endswith(".json") and os.path.exists(ref):
+        pid = load_plan_file(ref).plan_id
+    if pid not in ps.ids():
+        raise SaturnInputError(f"no plan {pid!r} in store {store_url}")
+    lineage = ps.lineage(pid)
+    while ps.superseded_by(lineage[-1].plan_id):  # follow re-plans to the newest version
+        lineage.append(ps.get(ps.superseded_by(lineage[-1].plan_id)))
+    return ps, lineage
+
+
+def progress_lines(data: dict) -> list[str]:
+    """The jobs of a lineage's chart data (views.gantt_html.chart_data) as text: state, steps, the
+    shared projection's ETA, and every failure with its reason."""
+    from saturn_airflow.views.gantt_html import fmt_s
+
+    newest = data["plans"][-1]
+    sw = data["sweep"]
+    out = [f"jobs: {sw['jobs_done']}/{sw['jobs']} done; re-plans {sw['replans']}; "
+           + (f"actual makespan {fmt_s(sw['actual_makespan_s'])}" if sw["actual_makespan_s"] is not None else
+              f"projected makespan {fmt_s(sw['projected_makespan_s'])}" if sw["projected_makespan_s"] is not None
+              else "not started")]
+    seen = {}
+    for p in data["plans"]:
+        for s_ in p["actual"]:
+            seen[s_["job"]] = s_
+    for a in sorted(newest["plan"]["assignments"], key=lambda a: (a["start_s"], a["job"])):
+        seen.setdefault(a["job"], None)
+    for job, sp in seen.items():
+        if sp is None:
+            out.append(f"  {job:<24} pending")
+            continue
+        steps = f"{sp['step']}/{sp['total']}" if sp.get("total") else "-"
+        rate = f", {sp['steady_rate_steps_per_s']:.2f} steps/s" if sp.get("steady_rate_steps_per_s") else ""
+        eta = f", ETA {fmt_s(sp['eta_end_s'] - sp['end_s'])}" if sp.get("eta_end_s") is not None else ""
+        why = f": {sp['error']}" if sp.get("error") else ""
+        out.append(f"  {job:<24} {sp['state']:<11} {steps}{rate}{eta}{why}")
+    for job, why in sorted(sw["failed"].items()):
+        out.append(f"FAILED {job}: {why} (clear its task in Airflow to resume it from its checkpoint)")
+    return out
+
+
 def cmd_show(args) -> int:
     from saturn_airflow.views.gantt import render
 
     _check_writable(args.html)
-    plan = load_plan_file(args.plan)
+    lineage = progress = None
+    if args.store:
+        from saturn_airflow.store.files import ProgressStore
+
+        ps, lineage = _store_lineage(args.store, args.plan)
+        plan = lineage[-1]
+        progress = ProgressStore(ps.store).all(plan.workload)
+    else:
+        plan = load_plan_file(args.plan)
     node_gpus, table = None, None
     if args.table:
         from saturn_airflow.spec.plan import plan_violations
@@ -231,6 +288,12 @@ def cmd_show(args) -> int:
             raise SaturnInputError(f"{args.plan}: invalid against {args.table}: {bad[0]}")
         node_gpus = {n.name: n.gpus for n in table.cluster.nodes}
     print(render(plan, width=args.width, node_gpus=node_gpus))
+    if lineage is not None:
+        from saturn_airflow.views.gantt_html import chart_data, lineage_table
+
+        tbl = lineage_table(ps.store, lineage)
+        print("\n".join(progress_lines(chart_data(lineage, progress, cluster=tbl.cluster if tbl else None,
+                                                   table=tbl))))
     if args.html:
         try:
             from saturn_airflow.views.gantt_html import render_html
@@ -241,7 +304,7 @@ def cmd_show(args) -> int:
             from saturn_airflow.planner import plan_table
 
             baseline = plan_table(table, baseline="current-practice", workload=plan.workload).makespan_s
-        _write_atomic(args.html, render_html(plans=[plan], progress=None, baseline_makespan_s=baseline,
+        _write_atomic(args.html, render_html(plans=lineage or [plan], progress=progress, baseline_makespan_s=baseline,
                                              cluster=table.cluster if table is not None else None))
         print(f"wrote {args.html}")
     return 0

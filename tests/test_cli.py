@@ -111,3 +111,18 @@ def test_console_process_bad_input_has_no_traceback(tmp_path):
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "malformed JSON" in proc.stderr
+
+
+def test_show_from_a_store_names_a_failed_job_and_its_reason(tmp_path, capsys):
+    from saturn_airflow.store.files import ProgressStore, Store
+    from tests.plugins import sample
+
+    sample.publish(str(tmp_path))
+    prog = ProgressStore(Store(str(tmp_path)))
+    prog.put("demo", "d", {**prog.get("demo", "d"), "error": "RuntimeError: injected failure at step 10"})
+    code, out, err = run(["show", "demo-v1", "--store", str(tmp_path)], capsys)  # follows re-plans to v2
+    assert code == 0, err
+    assert "FAILED d: RuntimeError: injected failure at step 10" in out
+    assert "jobs: " in out and "re-plans 1" in out
+    code, out, err = run(["show", "no-such-plan", "--store", str(tmp_path)], capsys)
+    assert code == 2 and "no plan 'no-such-plan'" in err
