@@ -42,6 +42,7 @@ class DriftReport:
     pending: list[str]
     jobs: dict[str, JobProjection]
     node_slowdown: dict[str, float] = dataclasses.field(default_factory=dict)
+    reference_makespan_s: float = 0.0  # the schedule at profiled speeds from now on (control.projection)
 
     @property
     def all_done(self) -> bool:
@@ -77,8 +78,11 @@ def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float
     proj = project(plan, {j: r for j, r in records.items() if r}, now, t0, table=table, rates=rates,
                    window=window, node_min_slowdown=1.0 + threshold)
     groups = proj.groups
-    planned, projected = proj.planned_makespan_s, proj.projected_makespan_s
-    late = projected - planned
+    planned, projected, reference = proj.planned_makespan_s, proj.projected_makespan_s, proj.reference_makespan_s
+    # lateness a re-plan can act on: the observed speeds against the profiled ones, from now on (what
+    # already happened, e.g. late starts or a restart after a fault, delays both alike); a run that is
+    # late on the plan as a whole but at pace from here is left alone
+    late = projected - max(reference, planned)
     remaining = groups["running"] + groups["pending"]
     # Evidence first: until some job has a steady rate or finished, lateness only measures how long
     # Airflow and the runners take to start and warm up, which no re-plan can fix.
@@ -94,14 +98,16 @@ def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float
                    key=lambda p: p.end_s - p.planned_end_s)
         node = {n: f for n, f in proj.node_slowdown.items() if f > 1.0}
         reason = (f"projected makespan {projected:.0f} s is {late:.0f} s ({late / max(planned, 1e-9):.0%}) later than "
-                  f"the planned {planned:.0f} s (threshold {threshold:.0%} and {min_s:.0f} s); latest job {slow.job} "
+                  f"the planned {planned:.0f} s" + (f" and than the {reference:.0f} s at profiled speeds from now"
+                                                     if reference > planned else "")
+                  + f" (threshold {threshold:.0%} and {min_s:.0f} s); latest job {slow.job} "
                   f"projected to end at {slow.end_s:.0f} s instead of {slow.planned_end_s:.0f} s"
                   + (f"; whole node slower: {', '.join(f'{n} {f:.2f}x' for n, f in node.items())}" if node else ""))
     else:
         reason = f"within threshold: projected {projected:.0f} s vs planned {planned:.0f} s"
     return DriftReport(plan.plan_id, now, t0, planned, projected, threshold, min_s, should, reason,
                        groups["done"], groups["failed"], groups["running"], groups["pending"], proj.jobs,
-                       proj.node_slowdown)
+                       proj.node_slowdown, reference)
 
 
 class DriftWatch:

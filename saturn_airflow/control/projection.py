@@ -7,6 +7,12 @@ at its steady rate (`control.rates.estimate`); a job without a steady rate yet (
 or not started takes its planned runtime, scaled to the steps it still has. Times are seconds from
 `t0` (epoch seconds), the plan's start.
 
+Alongside, the reference: the same replay with every job at its profiled speed from now on (and a
+running job credited with the progress its profiled speed would have made since its last record).
+What has already happened (late starts, Airflow's dispatch latency, restarts after a fault, jobs that
+finished late) is in both; the difference is what the observed speeds (a slowdown, a stall, a slower
+node) will still cost, which is what a re-plan can act on.
+
 Whose slowdown applies to whom: a job's own steady rate only ever moves its own projection. Jobs
 that have not run keep their profiled speed unless the evidence says the whole node slowed: at
 least two jobs running on that node have a steady rate, and every one of them is slower than
@@ -95,6 +101,7 @@ class JobProjection:
     node: str = ""
     slowdown: Optional[float] = None  # observed step time / profiled step time (running jobs with a rate)
     rate_note: str = ""
+    ref_end_s: float = 0.0  # the same job's end if everything ran at profiled speed from here on
 
 
 @dataclasses.dataclass
@@ -107,6 +114,7 @@ class Projection:
     jobs: dict[str, JobProjection]
     node_slowdown: dict[str, float]  # node -> factor applied to its jobs that have not run (1.0: none)
     groups: dict[str, list[str]]  # done / failed / running / pending -> jobs
+    reference_makespan_s: float = 0.0  # the same schedule with every job at its profiled speed from now on
 
     def end_at(self, job: str) -> float:
         return self.t0 + self.jobs[job].end_s
@@ -116,7 +124,7 @@ class Projection:
         return self.t0 + self.projected_makespan_s
 
 
-def _planned_rate_s(a: Assignment, cfg: Optional[Config], total: int, at_plan: int) -> Optional[float]:
+def _planned_step_s(a: Assignment, cfg: Optional[Config], total: int, at_plan: int) -> Optional[float]:
     if cfg is not None:
         return profiled_step_s(cfg, total)
     work = a.runtime_s - profiled_startup_s(cfg)
@@ -141,6 +149,7 @@ def project(plan: Plan, records: dict[str, Any], now: float, t0: float, *, table
 
     # steady rates and slowdowns of the running jobs
     est: dict[str, Optional[float]] = {}
+    planned_step_s: dict[str, Optional[float]] = {}
     notes: dict[str, str] = {}
     slow: dict[str, float] = {}
     for a in assignments:
@@ -157,9 +166,9 @@ def project(plan: Plan, records: dict[str, Any], now: float, t0: float, *, table
             r, note = e.rate, e.why
         est[a.job], notes[a.job] = (r if r and r > 0 else None), note
         total = rec.total or 0
-        ref = _planned_rate_s(a, cfgs[a.job], total, max(0, total - plan_start_step(plan, a.job)))
-        if est[a.job] and ref:
-            slow[a.job] = (1.0 / est[a.job]) / ref
+        planned_step_s[a.job] = _planned_step_s(a, cfgs[a.job], total, max(0, total - plan_start_step(plan, a.job)))
+        if est[a.job] and planned_step_s[a.job]:
+            slow[a.job] = (1.0 / est[a.job]) / planned_step_s[a.job]
     node_slowdown: dict[str, float] = {}
     for node in sorted({a.node for a in assignments}):
         seen = [slow[a.job] for a in assignments if a.node == node and a.job in slow]
@@ -177,21 +186,28 @@ def project(plan: Plan, records: dict[str, Any], now: float, t0: float, *, table
         work = max(0.0, a.runtime_s - startup)
         rate = est.get(a.job)
         if state in (JobState.DONE, JobState.FAILED):
-            end = float(rec.finished_at or rec.updated_at or now) - t0
+            end = ref_end = float(rec.finished_at or rec.updated_at or now) - t0
             start = float(rec.started_at or now) - t0
         elif state == JobState.RUNNING:
             start = float(rec.started_at or now) - t0
             if rate and total:
                 end = now_rel + max(0, total - step) / rate
+                ref_end = end
+                if planned_step_s.get(a.job):  # at profiled speed it would also have kept going since its record
+                    since = max(0.0, now - float(rec.updated_at or now)) / planned_step_s[a.job]
+                    ref_end = now_rel + max(0.0, total - step - since) * planned_step_s[a.job]
             else:  # no steady rate yet: the plan's runtime for the steps this launch has to do
                 left = (total - rec.start_step) / at_plan if total else 1.0
-                end = max(now_rel, start + startup + work * min(1.0, max(0.0, left)))
+                end = ref_end = max(now_rel, start + startup + work * min(1.0, max(0.0, left)))
         else:
-            ready = max([proj[b].end_s for b in a.after if b in proj] + [now_rel])
             left = (total - step) / at_plan if total and step else 1.0
-            factor = node_slowdown.get(a.node, 1.0)
-            start, end = ready, ready + startup + work * min(1.0, max(0.0, left)) * factor
+            duration = startup + work * min(1.0, max(0.0, left))
+            ready = max([proj[b].end_s for b in a.after if b in proj] + [now_rel])
+            ref_ready = max([proj[b].ref_end_s for b in a.after if b in proj] + [now_rel])
+            start, end = ready, ready + startup + (duration - startup) * node_slowdown.get(a.node, 1.0)
+            ref_end = ref_ready + duration
         proj[a.job] = JobProjection(a.job, state.value, start, end, a.end_s, step, total, rate, rec.updated_at,
-                                    a.node, slow.get(a.job), notes.get(a.job, ""))
+                                    a.node, slow.get(a.job), notes.get(a.job, ""), ref_end)
     projected = max([p.end_s for p in proj.values()] + [0.0])
-    return Projection(plan.plan_id, now, t0, plan.makespan_s, projected, proj, node_slowdown, groups)
+    reference = max([p.ref_end_s for p in proj.values()] + [0.0])
+    return Projection(plan.plan_id, now, t0, plan.makespan_s, projected, proj, node_slowdown, groups, reference)

@@ -7,8 +7,10 @@ Fault-injection knobs (test-only, in `data_args`; they act only inside a trainin
 the runner set SATURN_RUNNER_MODE=train, never in the profiler's trials or the planner's process,
 and they never change a batch):
   slow_after_step, slow_step_s   every step from `slow_after_step` on sleeps `slow_step_s` more
+    (or slow_factor)             (or runs `slow_factor` times as long as it computes)
   warmup_slow_s, warmup_step_s   steps during the first `warmup_slow_s` seconds of a launch sleep
-                                 `warmup_step_s` more (a warm-up slower than the profile's)
+    (or warmup_factor)           `warmup_step_s` more, or take `warmup_factor` times as long (a
+                                 warm-up slower than the profile's)
   stall_at_step, stall_s         step `stall_at_step` sleeps `stall_s` once
   kill_at_step                   the rank computing that step SIGKILLs itself, once
   term_at_step                   that rank SIGTERMs its launch (torchrun and every rank), once:
@@ -25,7 +27,15 @@ import time
 
 import torch
 
-_LAUNCH_T0: list[float] = []  # when this process computed its first batch
+_PACE: dict = {}  # this process: first call, previous call and the sleep added to it
+
+
+def _stretch(factor: float) -> float:
+    """Sleep so the step now ending took `factor` times its own compute (measured between calls)."""
+    now = time.time()
+    last, slept = _PACE.get("last"), _PACE.get("slept", 0.0)
+    extra = max(0.0, (factor - 1.0) * (now - last - slept)) if last is not None else 0.0
+    return min(extra, 5.0)
 
 
 def _once(fault_dir, name: str) -> bool:
@@ -40,16 +50,22 @@ def _once(fault_dir, name: str) -> bool:
         return False
 
 
-def _faults(step: int, *, warmup_slow_s: float = 0.0, warmup_step_s: float = 0.0, stall_at_step=None,
+def _faults(step: int, *, slow_after_step=None, slow_step_s: float = 0.0, slow_factor: float = 1.0,
+            warmup_slow_s: float = 0.0, warmup_step_s: float = 0.0, warmup_factor: float = 1.0, stall_at_step=None,
             stall_s: float = 0.0, kill_at_step=None, term_at_step=None, fail_at_step=None, fail_times: int = 1,
             fault_dir=None) -> None:
     if os.environ.get("SATURN_RUNNER_MODE") != "train":
         return
     now = time.time()
-    if not _LAUNCH_T0:
-        _LAUNCH_T0.append(now)
-    if warmup_slow_s and warmup_step_s and now - _LAUNCH_T0[0] < warmup_slow_s:
-        time.sleep(warmup_step_s)
+    _PACE.setdefault("t0", now)
+    sleep = 0.0
+    if warmup_slow_s and now - _PACE["t0"] < warmup_slow_s:
+        sleep += warmup_step_s + (_stretch(warmup_factor) if warmup_factor > 1 else 0.0)
+    if slow_after_step is not None and step >= slow_after_step:
+        sleep += slow_step_s + (_stretch(slow_factor) if slow_factor > 1 else 0.0)
+    _PACE.update(last=now, slept=sleep)
+    if sleep > 0:
+        time.sleep(sleep)
     if stall_at_step is not None and step == stall_at_step and _once(fault_dir, f"stall-{step}"):
         time.sleep(stall_s)
     if kill_at_step is not None and step == kill_at_step and _once(fault_dir, f"kill-{step}"):
@@ -68,10 +84,7 @@ def _generator(seed: int, step: int) -> torch.Generator:
 
 
 def _drift(step: int, slow_after_step: int | None, slow_step_s: float, faults: dict) -> None:
-    _faults(step, **faults)
-    if (slow_after_step is not None and step >= slow_after_step and slow_step_s > 0
-            and os.environ.get("SATURN_RUNNER_MODE") == "train"):
-        time.sleep(slow_step_s)
+    _faults(step, slow_after_step=slow_after_step, slow_step_s=slow_step_s, **faults)
 
 
 def tokens(step: int, batch_size: int, *, seq_len: int = 128, vocab: int = 4096, seed: int = 0,
