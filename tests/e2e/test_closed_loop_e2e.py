@@ -57,7 +57,8 @@ VIT = {"model": "saturn_airflow.examples.models:vit", "model_args": dict(soak.VI
 
 @pytest.fixture(scope="module")
 def af():
-    h = AirflowHarness(parallelism=4, env=soak.airflow_env(), keep_home=bool(os.environ.get("SATURN_E2E_KEEP_HOME")))
+    h = AirflowHarness(parallelism=4, env=soak.airflow_env(), keep_home=bool(os.environ.get("SATURN_E2E_KEEP_HOME")),
+                       port=int(os.environ["SATURN_E2E_PORT"]) if os.environ.get("SATURN_E2E_PORT") else None)
     t = time.time()
     h.start()
     print(f"\nAirflow up in {time.time() - t:.0f} s at {h.url} (home {h.home}, pids {h.pids()})")

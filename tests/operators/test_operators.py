@@ -256,3 +256,51 @@ def test_last_failed_attempt_is_recorded_so_the_watch_can_end(store, fake_runner
     assert rec["state"] == "failed" and "LeaseTimeout" in rec["error"]
     ev = orchestrate.drift_step(store.url, p.plan_id, time.time())
     assert ev is None or ev["kind"] != "drift"
+
+
+# ------------------------------------------------------------------ the plan's verdict
+def test_plan_result_fails_the_run_naming_the_job_and_reason_until_it_is_done(store):
+    from saturn_airflow.operators.training import SaturnPlanResultOperator
+
+    p = publish(store, n=3)
+    a, b, c = (x.job for x in p.assignments)
+    prog = ProgressStore(store)
+    prog.put("w", a, {"plan_id": p.plan_id, "state": "done", "step": 10, "total": 10})
+    prog.put("w", b, {"plan_id": p.plan_id, "state": "interrupted", "step": 4, "total": 10,
+                      "error": "RuntimeError: injected failure at step 4"})
+    orchestrate.mark_failed(store, p, b, "AirflowException: job failed")  # the task's last attempt
+    assert prog.get("w", b)["state"] == "failed"
+    assert prog.get("w", b)["error"] == "RuntimeError: injected failure at step 4"  # the runner's own reason kept
+    prog.put("w", c, {"plan_id": p.plan_id, "state": "done", "step": 10, "total": 10})
+    op = SaturnPlanResultOperator(task_id="plan_result", plan_id=p.plan_id)
+    with pytest.raises(AirflowFailException, match=f"{b}: failed at step 4/10: RuntimeError: injected failure"):
+        op.execute(ctx())
+    prog.put("w", b, {"plan_id": p.plan_id, "state": "done", "step": 10, "total": 10})  # cleared, resumed, done
+    assert op.execute(ctx()) == {"done": sorted([a, b, c])}
+
+
+def test_plan_result_leaves_jobs_moved_to_a_newer_plan_to_it(store):
+    from saturn_airflow.operators.training import SaturnPlanResultOperator
+
+    p = publish(store, n=2)
+    moved = p.assignments[1].job
+    ProgressStore(store).put("w", p.assignments[0].job, {"plan_id": p.plan_id, "state": "done"})
+    ProgressStore(store).put("w", moved, {"plan_id": p.plan_id, "state": "preempted", "step": 3, "total": 10})
+    data = synthetic_plan(1, nodes=[("local", 2)], plan_id="w-v2", workload="w").model_dump(mode="json")
+    data["assignments"][0]["job"] = moved
+    data.update(parent_plan_id=p.plan_id, kept=[], preempted=[moved])
+    PlanStore(store).publish(Plan.model_validate(data))
+    assert SaturnPlanResultOperator(task_id="plan_result", plan_id=p.plan_id).execute(ctx())["done"]
+
+
+def test_a_stop_no_plan_asked_for_fails_the_attempt_so_a_retry_resumes(store, monkeypatch):
+    from airflow.sdk.exceptions import AirflowException
+
+    import saturn_airflow.execution.launch
+
+    monkeypatch.setattr(saturn_airflow.execution.launch, "run_job",
+                        lambda *a, **k: SimpleNamespace(status="preempted", step=5, message="preempted (SIGTERM)"))
+    p = publish(store)
+    with pytest.raises(AirflowException, match="stopped from outside at step 5") as e:
+        train(p, p.assignments[0].job).execute(ctx())
+    assert not isinstance(e.value, AirflowSkipException)
