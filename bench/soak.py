@@ -275,7 +275,7 @@ def check_round(af, spec: dict, outcome: dict, ref_dir: str) -> tuple[list[str],
     from saturn_airflow.execution import leases
     from saturn_airflow.execution.launch import LOSS_LOG, checkpoint_root
     from saturn_airflow.store.files import PlanStore, ProgressStore, Store
-    from saturn_airflow.tasks import orchestrate
+    from saturn_airflow.tasks import events as job_events
 
     wl = spec["workload"]
     name = wl["name"]
@@ -288,7 +288,7 @@ def check_round(af, spec: dict, outcome: dict, ref_dir: str) -> tuple[list[str],
         if st != "success":
             bad.append(f"DAG run of plan {pid} ended {st}")
     # done exactly once
-    ends = [e for e in orchestrate.events(store, name) if e["event"] == "end"]
+    ends = [e for e in job_events.events(store, name) if e["event"] == "end"]
     for j in wl["jobs"]:
         n_done = sum(1 for e in ends if e["job"] == j["name"] and e["status"] == "done")
         if n_done != 1:

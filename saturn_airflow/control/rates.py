@@ -41,8 +41,8 @@ class RateWindow:
     def from_settings(cls) -> "RateWindow":
         from saturn_airflow import settings
 
-        return cls(warmup_s=settings.get_float("drift_warmup_s"), warmup_steps=DEFAULT_WARMUP_STEPS,
-                   window_s=settings.get_float("drift_window_s"), window_steps=settings.get_int("drift_window_steps"))
+        return cls(warmup_s=settings.drift_warmup_s(), warmup_steps=DEFAULT_WARMUP_STEPS,
+                   window_s=settings.drift_window_s(), window_steps=settings.drift_window_steps())
 
     def with_profile(self, warmup_s: Optional[float]) -> "RateWindow":
         """This window, with the profiled warm-up of the job's config when that is longer."""

@@ -242,7 +242,7 @@ def lineage_table(store: Any, plans: list[Plan]) -> Any:
     if not plans:
         return None
     try:
-        from saturn_airflow.tasks.orchestrate import plan_table_of
+        from saturn_airflow.tasks.planning import plan_table_of
 
         return plan_table_of(store, plans[0])
     except Exception:  # noqa: BLE001 - a missing or unreadable table only costs the extras

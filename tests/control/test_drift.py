@@ -90,7 +90,7 @@ def test_the_rate_estimate_follows_a_slowdown():
 
 
 def test_thresholds_double_with_each_replan_in_the_lineage():
-    from saturn_airflow.tasks.orchestrate import drift_settings
+    from saturn_airflow.tasks.drift import drift_settings
 
     p = plan2()
     data = p.model_dump(mode="json")

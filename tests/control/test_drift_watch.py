@@ -1,5 +1,5 @@
 """The drift watch over time, on simulated clocks: the runner's real ProgressReporter writes records
-into a real store, the drift watch (orchestrate.drift_step + DriftWatch) looks every poll, a drift
+into a real store, the drift watch (tasks.drift.drift_step + DriftWatch) looks every poll, a drift
 event is re-planned by the real re-plan and the child plan watched in turn.
 
 - a warm-up 10x slower than steady never re-plans;
@@ -22,7 +22,7 @@ from saturn_airflow.execution import runner
 from saturn_airflow.planner import plan_table
 from saturn_airflow.spec.profile_table import parse_profile_table
 from saturn_airflow.store.files import PlanStore, ProgressStore, Store
-from saturn_airflow.tasks import orchestrate
+from saturn_airflow.tasks import drift as drift_steps
 
 T0 = 1_700_000_000.0
 STEP_S = 0.05  # steady: 20 steps/s
@@ -71,7 +71,7 @@ def simulate(tmp_path, monkeypatch, step_time, *, jobs=("a", "b"), end_s=600.0, 
     plan = publish_root(store, tbl)
     clock = Clock(T0)
     monkeypatch.setattr(runner.time, "time", clock)
-    monkeypatch.setattr(orchestrate.time, "time", clock)
+    monkeypatch.setattr(drift_steps.time, "time", clock)
     monkeypatch.setenv("AIRFLOW__SATURN__DRIFT_WINDOW_S", "5")
     monkeypatch.setenv("AIRFLOW__SATURN__DRIFT_WARMUP_S", str(warmup_s))
     monkeypatch.setenv("AIRFLOW__SATURN__DRIFT_CHECKS", "2")
@@ -108,7 +108,7 @@ def simulate(tmp_path, monkeypatch, step_time, *, jobs=("a", "b"), end_s=600.0, 
             else:
                 heapq.heappush(queue, (t + step_time(job, steps[job], t - launched[job]), 0, job, "step"))
         else:
-            event = orchestrate.drift_step(str(tmp_path), current.plan_id, t0, now=t, watch=watch)
+            event = drift_steps.drift_step(str(tmp_path), current.plan_id, t0, now=t, watch=watch)
             looks.append((t, current.plan_id, event, watch.streak, ProgressStore(store).all("w")))
             if event and event["kind"] == "drift":
                 res = replan.replan_from_store(PlanStore(store), ProgressStore(store), tbl, current.plan_id,

@@ -42,7 +42,7 @@ import soak  # noqa: E402
 from saturn_airflow.execution import leases  # noqa: E402
 from saturn_airflow.execution.launch import LOSS_LOG, checkpoint_root  # noqa: E402
 from saturn_airflow.store.files import PlanStore, ProgressStore, Store  # noqa: E402
-from saturn_airflow.tasks import orchestrate  # noqa: E402
+from saturn_airflow.tasks import events as job_events  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -136,7 +136,7 @@ def children(pid: int) -> list[int]:
 def common_checks(af, name: str, jobs: list[str]) -> None:
     """Done exactly once, at most one checkpoint interval lost per restart, no device leased twice."""
     store = Store(af.saturn_home)
-    ends = [e for e in orchestrate.events(store, name) if e["event"] == "end"]
+    ends = [e for e in job_events.events(store, name) if e["event"] == "end"]
     for j in jobs:
         assert sum(1 for e in ends if e["job"] == j and e["status"] == "done") == 1, (j, ends)
         spans = sorted((e["started_at"], e["ended_at"]) for e in ends if e["job"] == j)

@@ -1,0 +1,67 @@
+"""A training task's decisions: run, skip (superseded) or nothing to do (done); preempt; record a failure."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from saturn_airflow.spec.plan import Plan
+from saturn_airflow.spec.progress import JobState
+from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+
+
+def start_decision(store: Store, plan: Plan, job: str) -> tuple[str, str]:
+    """Before (and again after leasing) a training task: ('run'|'done'|'skip', why)."""
+    ps, prog = PlanStore(store), ProgressStore(store)
+    rec = prog.get(plan.workload, job) or {}
+    if rec.get("state") == "done":
+        return "done", f"job {job} already finished (under plan {rec.get('plan_id')}); not running it again"
+    child_id = ps.superseded_by(plan.plan_id)
+    if child_id:
+        child = ps.get(child_id)
+        if job in ((child.model_extra or {}).get("kept") or []):
+            return "run", f"plan superseded by {child_id}, which keeps {job} running here"
+        return "skip", f"plan {plan.plan_id} was superseded by {child_id} before {job} started; it runs there"
+    return "run", "ok"
+
+
+def preempt_check(store: Store, plan: Plan, job: str) -> Optional[str]:
+    """While a job runs: the id of a newer plan that preempts it, else None."""
+    ps = PlanStore(store)
+    child_id = ps.superseded_by(plan.plan_id)
+    if not child_id:
+        return None
+    child = ps.get(child_id)
+    if job in ((child.model_extra or {}).get("kept") or []):
+        return None
+    return child_id
+
+
+def mark_failed(store: Store, plan: Plan, job: str, message: str) -> None:
+    """A training task's last attempt failed (in the runner, or around it, e.g. a lease timeout): the
+    job failed for good under this plan. Recorded so the drift watch counts it as finished instead of
+    waiting for it forever, and the plan's result task, the Gantt page and `saturn show` name it and
+    the reason. The runner's own reason (an interrupted attempt's error) is kept when there is one."""
+    prog = ProgressStore(store)
+    rec = prog.get(plan.workload, job) or {}
+    if rec.get("state") in (JobState.RUNNING, JobState.DONE):
+        return  # someone else runs it (a lease timeout while another task holds the job) or it finished
+    reason = rec.get("error") if rec.get("state") == JobState.INTERRUPTED and rec.get("error") else message
+    prog.mark_failed(plan.workload, job, plan_id=plan.plan_id, message=reason)
+
+
+def plan_result(store: Store, plan: Plan) -> tuple[list[str], dict[str, str]]:
+    """After every training task of `plan` ended: (jobs done or handed to a newer plan, {job: why it
+    did not finish}). A job moved to a child plan is that plan's to finish."""
+    ps, prog = PlanStore(store), ProgressStore(store)
+    child_id = ps.superseded_by(plan.plan_id)
+    moved = {a.job for a in ps.get(child_id).assignments} if child_id else set()
+    ok, bad = [], {}
+    for a in sorted(plan.assignments, key=lambda a: a.job):
+        rec = prog.get(plan.workload, a.job) or {}
+        state = rec.get("state") or JobState.PENDING.value
+        if state == JobState.DONE or a.job in moved:
+            ok.append(a.job)
+            continue
+        where = f" at step {rec.get('step')}/{rec.get('total')}" if rec.get("total") else ""
+        bad[a.job] = f"{state}{where}: {rec.get('error') or 'its task ended without finishing it'}"
+    return ok, bad
