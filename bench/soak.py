@@ -351,7 +351,11 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-home", action="store_true")
     ap.add_argument("--profiles", default=None, help="a folder to keep the profile cache in across soak runs")
     args = ap.parse_args(argv)
+    import signal
+
     from airflow_harness import AirflowHarness
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop Airflow (finally below) on a plain kill
 
     out_path = args.out or str(ROOT / "bench" / "results" / f"soak-{args.seed}.jsonl")
     logf = open(args.log, "a") if args.log else sys.stdout
