@@ -65,6 +65,10 @@ def airflow_env() -> dict[str, str]:
     trials, a task heartbeat timeout short enough for a killed task to be retried within a round."""
     return {"AIRFLOW__SATURN__DRIFT_POLL_S": "3", "AIRFLOW__SATURN__CHECKPOINT_EVERY_S": str(CKPT_EVERY_S),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+            # a task outlives a slow or restarting api-server (a loaded 2-core box: calls time out at 5 s,
+            # and 3 missed heartbeats end a task by default)
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60", "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
+            "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "12",
             "SATURN_PROFILE_WARMUP": "2", "SATURN_PROFILE_MEASURE": "3", "SATURN_PROFILE_MEASURE_S": "0.5"}
 
 

@@ -407,6 +407,9 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
                                       step_cpu_s=r.get("step_cpu_s"), startup_s=round(r.get("startup_s", 0.0), 3),
                                       save_s=round(r.get("save_s", 0.0), 3), load_s=round(r.get("load_s", 0.0), 3),
                                       teardown_s=round(r.get("teardown_s", 0.0), 3),
+                                      # the trial's warm-up (its first `warmup` steps): the drift watch's rate
+                                      # never counts a launch's steps this early
+                                      warmup_s=round(warmup * r["step_s"] + r.get("first_steps_extra_s", 0.0), 3),
                                       peak_mem_mb=round(r.get("peak_mem_bytes", 0) / 2**20, 1), profile_key=t.key_id))
         if not configs:
             raise SaturnInputError(f"job {j.name!r}: no parallelism runs on these devices ({'; '.join(reasons[:4])})")
