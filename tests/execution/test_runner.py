@@ -195,3 +195,29 @@ def test_progress_records_carry_the_recent_rate(tmp_path, monkeypatch):
     assert rec["step"] == 30
     assert rec["rate_steps_per_s"] == pytest.approx(30 / 15)
     assert rec["recent_rate_steps_per_s"] == pytest.approx(20 / 5)
+
+
+def test_records_carry_the_trail_rates_are_computed_from_and_the_loss_log_every_step(tmp_path, monkeypatch):
+    from saturn_airflow.control.rates import RateWindow, estimate
+    from saturn_airflow.execution import runner
+    from saturn_airflow.spec.progress import JobState, ProgressRecord
+
+    now = [100.0]
+    monkeypatch.setattr(runner.time, "time", lambda: now[0])
+    log = tmp_path / "losses.jsonl"
+    rep = runner.ProgressReporter(workload="w", job="j", plan_id="p", parallelism="ddp", device_ids=[0, 1],
+                                  store_url=str(tmp_path), every_s=3.0, loss_log=str(log))
+    rep.start(40, 400)  # resumed at step 40
+    for i in range(1, 121):  # 0.1 s per step for the first 2 s (warm-up), then 0.05 s
+        now[0] += 0.1 if i <= 20 else 0.05
+        rep.update(40 + i, 1.0 / i)
+    rec = ProgressRecord.parse(ProgressStore(Store(str(tmp_path))).get("w", "j"))
+    assert rec.state == JobState.RUNNING and rec.start_step == 40 and rec.first_step_at == 100.0
+    assert rec.trail[0][1] >= 40 and rec.trail[-1][0] <= rec.updated_at + 1e-3 and rec.pid == os.getpid()
+    est = estimate(rec, RateWindow(warmup_s=2.0, window_s=3.0, window_steps=10))
+    assert est.rate == pytest.approx(20.0, rel=0.05)  # the steady pace, not the warm-up's
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert lines[0]["start"] == 40 and lines[0]["plan_id"] == "p"
+    assert [x["step"] for x in lines[1:]] == list(range(40, 160))  # every step, 0-based
+    rep.fail(160, "RuntimeError: boom")
+    assert ProgressStore(Store(str(tmp_path))).get("w", "j")["state"] == "interrupted"
