@@ -161,25 +161,40 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
     store = Store(af.saturn_home)
     faults: dict[str, str] = {}
 
-    # SIGKILL of one training rank of lm-a (the non-zero rank when it runs on two devices)
-    rec = wait_for(lambda: (r := record(af, name, "lm-a")).get("state") == "running" and r.get("step", 0) >= 150 and r,
-                   900, "lm-a reached step 150")
-    ranks = [p for p in children(rec["launcher_pid"])] if rec.get("launcher_pid") else []
-    victim = next((p for p in ranks if p != rec["pid"]), rec["pid"])
-    os.kill(victim, signal.SIGKILL)
-    faults["rank"] = f"SIGKILL rank pid {victim} of lm-a at step >= {rec['step']}"
-    # the api-server restarted while tasks report through it
-    old, new = af.restart("api-server")
-    faults["api"] = f"api-server {old} -> {new}"
-    # SIGKILL of the Airflow task process running vit-b (the holder of its job lease)
-    holder = wait_for(lambda: (r := record(af, name, "vit-b")).get("state") == "running" and r.get("step", 0) >= 60
-                      and leases.holder(store, leases.job_key(name, "vit-b")), 900, "vit-b reached step 60")
-    vit_rec = record(af, name, "vit-b")
-    os.kill(int(holder["pid"]), signal.SIGKILL)
-    faults["task"] = f"SIGKILL task process {holder['pid']} of vit-b at step >= {vit_rec['step']}"
-    # its training must not outlive it: torchrun and the ranks stop (checkpoint) on their own
-    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in (vit_rec["pid"], vit_rec["launcher_pid"])),
-             120, "the killed task's ranks stopped")
+    # the faults, each once, whenever its job gets there (the plan decides the order)
+    def kill_rank():  # SIGKILL of one training rank of lm-a (the non-zero one when it runs on two devices)
+        rec = record(af, name, "lm-a")
+        if rec.get("state") != "running" or rec.get("step", 0) < 150 or not rec.get("pid"):
+            return False
+        ranks = children(rec["launcher_pid"]) if rec.get("launcher_pid") else []
+        victim = next((p for p in ranks if p != rec["pid"]), rec["pid"])
+        os.kill(victim, signal.SIGKILL)
+        faults["rank"] = f"SIGKILL rank pid {victim} of lm-a at step >= {rec['step']}"
+        old, new = af.restart("api-server")  # and the api-server restarts while tasks report through it
+        faults["api"] = f"api-server {old} -> {new}"
+        return True
+
+    def kill_task():  # SIGKILL of the Airflow task process running vit-b (the holder of its job lease)
+        rec = record(af, name, "vit-b")
+        holder = leases.holder(store, leases.job_key(name, "vit-b"))
+        if rec.get("state") != "running" or rec.get("step", 0) < 60 or not holder:
+            return False
+        os.kill(int(holder["pid"]), signal.SIGKILL)
+        faults["task"] = f"SIGKILL task process {holder['pid']} of vit-b at step >= {rec['step']}"
+        # its training must not outlive it: torchrun and the ranks stop (checkpoint) on their own
+        wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in (rec["pid"], rec["launcher_pid"])),
+                 120, "the killed task's ranks stopped")
+        faults["task"] += "; its ranks stopped by themselves"
+        return True
+
+    pending = {"rank": kill_rank, "task": kill_task}
+    deadline = time.time() + 1500
+    while pending and time.time() < deadline and af.run(dag_id, run["dag_run_id"])["state"] == "running":
+        for key, fire in list(pending.items()):
+            if fire():
+                pending.pop(key)
+        time.sleep(0.5)
+    assert not pending, f"faults never injected: {sorted(pending)} ({faults})"
 
     state = af.wait_run(dag_id, run["dag_run_id"], timeout_s=1500)
     assert state == "failed", explain(af, dag_id, run["dag_run_id"])  # lm-c failed for good: not dropped silently
