@@ -25,6 +25,20 @@ from saturn_airflow.store.atomic import write_atomic
 EXIT_PREEMPTED = 75
 
 
+def say(line: str, stream=None) -> None:
+    """A line for the task log. The log is advisory: when its reader is gone (the Airflow task process
+    was killed and the launch is stopping), writing must not end training before its checkpoint."""
+    stream = stream or sys.stdout
+    try:
+        print(line, file=stream, flush=True)
+    except (BrokenPipeError, OSError, ValueError):
+        try:
+            devnull = open(os.devnull, "w")
+            sys.stdout = sys.stderr = devnull
+        except OSError:
+            pass
+
+
 def _write_json(path: str, obj) -> None:
     write_atomic(path, json.dumps(obj))
 
@@ -90,7 +104,7 @@ class ProgressReporter:
             try:
                 self.store.put(self.workload, self.job, rec)
             except OSError as e:  # progress is advisory: never kill training over it
-                print(f"[saturn] progress write failed: {e}", flush=True)
+                say(f"[saturn] progress write failed: {e}")
 
     def start(self, step: int, total: int) -> None:
         if not self.enabled:
@@ -103,8 +117,8 @@ class ProgressReporter:
                                             "parallelism": self.parallelism, "device_ids": self.device_ids}) + "\n")
             self.loss_log.flush()
         self._put(self._record("running", step))
-        print(f"[saturn] {self.job}: {self.parallelism} on devices {self.device_ids}, "
-              f"{'resuming at' if step else 'starting at'} step {step}/{total}", flush=True)
+        say(f"[saturn] {self.job}: {self.parallelism} on devices {self.device_ids}, "
+            f"{'resuming at' if step else 'starting at'} step {step}/{total}")
 
     def update(self, step: int, loss: Optional[float]) -> None:
         if not self.enabled:
@@ -121,14 +135,14 @@ class ProgressReporter:
             self._put(rec)
             rate = rec["rate_steps_per_s"]
             eta = (self.total - step) / rate if rate > 0 else float("nan")
-            print(f"[saturn] {self.job}: step {step}/{self.total} ({100.0 * step / max(1, self.total):.0f}%) "
-                  f"{rate:.2f} steps/s ETA {eta:.0f}s loss {loss if loss is None else round(loss, 4)}", flush=True)
+            say(f"[saturn] {self.job}: step {step}/{self.total} ({100.0 * step / max(1, self.total):.0f}%) "
+                f"{rate:.2f} steps/s ETA {eta:.0f}s loss {loss if loss is None else round(loss, 4)}")
 
     def finish(self, state: str, step: int) -> None:
         if not self.enabled:
             return
         self._put(self._record(state, step, finished=True))
-        print(f"[saturn] {self.job}: {state} at step {step}/{self.total}", flush=True)
+        say(f"[saturn] {self.job}: {state} at step {step}/{self.total}")
 
     def fail(self, step: int, message: str) -> None:
         """This launch failed: the record says interrupted (a retry resumes it); only the training task
@@ -245,7 +259,7 @@ def main(argv=None) -> int:
             "candidate": _CANDIDATE.get("i")})
         if progress is not None:
             progress.fail(step_now, msg)
-        print(f"[saturn] rank {devices.rank} failed: {msg[:500]}", file=sys.stderr, flush=True)
+        say(f"[saturn] rank {devices.rank} failed: {msg[:500]}", sys.stderr)
         return 1
 
 
