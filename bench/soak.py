@@ -61,14 +61,14 @@ PARALLELISMS = ["single", "ddp", "fsdp", "pipeline"]
 
 
 def airflow_env() -> dict[str, str]:
-    """The settings a soak (and the e2e round) runs Airflow with: short polls and checkpoints, quick
-    trials, a task heartbeat timeout short enough for a killed task to be retried within a round."""
+    """The settings a soak (and the e2e tests) run Airflow with: short polls and checkpoints, quick
+    trials, and tasks that outlive a slow or restarting api-server (on a loaded 2-core box a restart
+    takes a minute; by default calls time out after 5 s and 3 missed heartbeats end a task). The
+    scheduler's task heartbeat timeout stays at its default (300 s): a killed task process is reported
+    at once by its supervisor, and a shorter timeout fails live tasks while the api-server is away."""
     return {"AIRFLOW__SATURN__DRIFT_POLL_S": "3", "AIRFLOW__SATURN__CHECKPOINT_EVERY_S": str(CKPT_EVERY_S),
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-            # a task outlives a slow or restarting api-server (a loaded 2-core box: calls time out at 5 s,
-            # and 3 missed heartbeats end a task by default)
             "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60", "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
-            "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "12",
+            "AIRFLOW__WORKERS__MAX_FAILED_HEARTBEATS": "40",
             "SATURN_PROFILE_WARMUP": "2", "SATURN_PROFILE_MEASURE": "3", "SATURN_PROFILE_MEASURE_S": "0.5"}
 
 
