@@ -137,8 +137,9 @@ def draw_round(seed: int, rnd: int, fault_root: str, *, pipeline_resume: bool = 
             "params": {"drift_threshold": 0.15, "drift_min_s": 45, "time_limit": 5}}
 
 
-FAULT_KEYS = ("fault_dir", "slow_after_step", "slow_step_s", "warmup_slow_s", "warmup_step_s", "stall_at_step",
-              "stall_s", "kill_at_step", "term_at_step", "fail_at_step", "fail_times")
+FAULT_KEYS = ("fault_dir", "slow_after_step", "slow_step_s", "slow_factor", "slow_after_file", "warmup_slow_s",
+              "warmup_step_s", "warmup_factor", "stall_at_step", "stall_s", "kill_at_step", "term_at_step",
+              "fail_at_step", "fail_times")
 
 
 def clean_job(job: dict) -> dict:

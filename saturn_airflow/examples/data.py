@@ -7,7 +7,10 @@ Fault-injection knobs (test-only, in `data_args`; they act only inside a trainin
 the runner set SATURN_RUNNER_MODE=train, never in the profiler's trials or the planner's process,
 and they never change a batch):
   slow_after_step, slow_step_s   every step from `slow_after_step` on sleeps `slow_step_s` more
-    (or slow_factor)             (or runs `slow_factor` times as long as it computes)
+    (or slow_factor)             (or runs `slow_factor` times as long as it computes);
+    slow_after_file              and, if given, only once this file exists (a test starts the
+                                 slowdown when it is ready); the first slow step and its time are
+                                 written to <fault_dir>/slow-began
   warmup_slow_s, warmup_step_s   steps during the first `warmup_slow_s` seconds of a launch sleep
     (or warmup_factor)           `warmup_step_s` more, or take `warmup_factor` times as long (a
                                  warm-up slower than the profile's)
@@ -51,6 +54,7 @@ def _once(fault_dir, name: str) -> bool:
 
 
 def _faults(step: int, *, slow_after_step=None, slow_step_s: float = 0.0, slow_factor: float = 1.0,
+            slow_after_file=None,
             warmup_slow_s: float = 0.0, warmup_step_s: float = 0.0, warmup_factor: float = 1.0, stall_at_step=None,
             stall_s: float = 0.0, kill_at_step=None, term_at_step=None, fail_at_step=None, fail_times: int = 1,
             fault_dir=None) -> None:
@@ -61,8 +65,12 @@ def _faults(step: int, *, slow_after_step=None, slow_step_s: float = 0.0, slow_f
     sleep = 0.0
     if warmup_slow_s and now - _PACE["t0"] < warmup_slow_s:
         sleep += warmup_step_s + (_stretch(warmup_factor) if warmup_factor > 1 else 0.0)
-    if slow_after_step is not None and step >= slow_after_step:
+    if slow_after_step is not None and step >= slow_after_step and (
+            slow_after_file is None or os.path.exists(slow_after_file)):
         sleep += slow_step_s + (_stretch(slow_factor) if slow_factor > 1 else 0.0)
+        if fault_dir and not os.path.exists(os.path.join(fault_dir, "slow-began")) and _once(fault_dir, "slow-began"):
+            with open(os.path.join(fault_dir, "slow-began"), "w") as f:
+                f.write(f'{{"step": {step}, "t": {now}}}')
     _PACE.update(last=now, slept=sleep)
     if sleep > 0:
         time.sleep(sleep)

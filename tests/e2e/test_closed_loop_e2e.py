@@ -241,18 +241,28 @@ def _plugin_page(af, plan_id: str) -> str:
 # ---------------------------------------------------------------------------- 2. slowdown, restarts, race
 def test_a_real_slowdown_replans_once_after_scheduler_and_triggerer_restart(af, work):
     name = "cl-slowdown"
-    slow_from = 300
-    jobs = [job("lm-slow", LM, 600, ("single",), slow_after_step=slow_from, slow_factor=3.0),
+    fdir, go = work / "faults" / name, work / "faults" / f"{name}.go"
+    slow_from = 1000
+    jobs = [job("lm-slow", LM, 3000, ("single",), slow_after_step=slow_from, slow_factor=3.0,
+                slow_after_file=str(go), fault_dir=str(fdir)),
             job("vit-x", VIT, 250), job("lm-y", LM, 300)]
     plan_sweep(af, write_workload(work, name, jobs), drift_min_s=20, drift_threshold=0.1)
     (v1,) = plans_of(af, name)
     dag1 = f"saturn_run__{v1.plan_id}"
     run1 = af.wait_first_run(dag1, timeout_s=300)
-    wait_for(lambda: record(af, name, "lm-slow").get("state") == "running", 600, "lm-slow started")
-    # the scheduler and the triggerer (holding the deferred drift watch) die and come back
-    s_old, s_new = af.restart("scheduler", wait=False)
-    t_old, t_new = af.restart("triggerer", wait=True)
-    assert record(af, name, "lm-slow").get("step", 0) < slow_from, "restarted too late: the slowdown already began"
+    # once the drift watch is deferred, the scheduler and the triggerer (holding it) die and come back
+    wait_for(lambda: {ti["task_id"]: ti["state"] for ti in af.task_instances(dag1, run1["dag_run_id"])}.get(
+        "drift_watch") == "deferred", 300, "the drift watch deferred")
+    s_old = af.kill("scheduler")
+    t_old = af.kill("triggerer")
+    s_new, t_new = af._spawn("scheduler").pid, af._spawn("triggerer").pid
+    af.wait_healthy(300)
+    # then lm-slow slows 3x, from half-way (or from where it is now, if the restarts took longer)
+    wait_for(lambda: record(af, name, "lm-slow").get("step", 0) >= slow_from, 900, "lm-slow half-way")
+    go.write_text("slow down")
+    began = json.loads(wait_for(lambda: (fdir / "slow-began").exists() and (fdir / "slow-began").read_text(), 300,
+                                "the slowdown began"))
+    assert began["step"] <= 2000, f"too late for the slowdown to matter: {began}"
 
     # the re-plan run; the instant it exists, a second re-plan of the same plan races it
     replan_run = f"replan__{v1.plan_id}"
@@ -274,8 +284,7 @@ def test_a_real_slowdown_replans_once_after_scheduler_and_triggerer_restart(af, 
     looks = ev["late_looks"]
     poll = float(soak.airflow_env()["AIRFLOW__SATURN__DRIFT_POLL_S"])
     assert len(looks) <= 3 and looks[-1] - looks[0] <= 2 * poll + 3, looks
-    steps = soak.launches(loss_log(af, name, "lm-slow"))
-    t_slow = next(x["steps"][slow_from][1] for x in steps if slow_from in x["steps"])
+    t_slow = began["t"]
     assert looks[0] - t_slow < 5 + 3 + poll + 15, (looks, t_slow)  # window + record + look + a loaded box
     dag2 = f"saturn_run__{v2.plan_id}"
     run2 = af.wait_first_run(dag2, timeout_s=300)
