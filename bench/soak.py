@@ -74,9 +74,12 @@ def airflow_env() -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------ drawing
 def draw_round(seed: int, rnd: int, fault_root: str, *, pipeline_resume: bool = False, max_jobs: int = 6,
-               max_steps: int = 240, drift: Optional[bool] = None) -> dict:
-    """Round `rnd` of seed `seed`: {"workload": dict, "faults": {job: kind}, "drifts": n, "params": {...}}."""
+               max_steps: int = 240, drift: Optional[bool] = None, lm_shapes: Optional[list] = None,
+               vit_shapes: Optional[list] = None, parallelisms: Optional[list] = None) -> dict:
+    """Round `rnd` of seed `seed`: {"workload": dict, "faults": {job: kind}, "drifts": n, "params": {...}}.
+    `lm_shapes`, `vit_shapes`, `parallelisms` narrow the menus (a short CI round reuses cached profiles)."""
     rng = random.Random(seed * 100_003 + rnd)
+    lm_menu, vit_menu, par_menu = lm_shapes or LM, vit_shapes or VIT, parallelisms or PARALLELISMS
     name = f"soak-s{seed}-r{rnd}"
     n = rng.randint(2, max_jobs)
     with_drift = rng.random() < 0.5 if drift is None else drift
@@ -87,12 +90,12 @@ def draw_round(seed: int, rnd: int, fault_root: str, *, pipeline_resume: bool = 
         steps = rng.randrange(60, max_steps + 1, 10)
         job: dict[str, Any] = {"name": f"j{i}-{'lm' if lm else 'vit'}"}
         if lm:
-            args = dict(rng.choice(LM))
+            args = dict(rng.choice(lm_menu))
             job.update(model="saturn_airflow.examples.models:gpt", model_args=args,
                        data="saturn_airflow.examples.data:tokens",
                        data_args={"seq_len": args["seq_len"], "vocab": args["vocab"], "seed": rng.randrange(1000)})
         else:
-            args = dict(rng.choice(VIT))
+            args = dict(rng.choice(vit_menu))
             job.update(model="saturn_airflow.examples.models:vit", model_args=args,
                        data="saturn_airflow.examples.data:images",
                        data_args={"image_size": args["image_size"], "seed": rng.randrange(1000)})
@@ -107,7 +110,7 @@ def draw_round(seed: int, rnd: int, fault_root: str, *, pipeline_resume: bool = 
             kind = rng.choice(DRIFT)
         elif rng.random() < 0.35:
             kind = rng.choice(FAULTS)
-        pars = [p for p in PARALLELISMS if rng.random() < 0.6] or [rng.choice(["single", "ddp"])]
+        pars = [p for p in par_menu if rng.random() < 0.6] or [rng.choice([p for p in par_menu if p != "pipeline"])]
         if not pipeline_resume and (with_drift or kind is not None):
             pars = [p for p in pars if p != "pipeline"] or ["single"]
         job["parallelisms"] = pars
@@ -129,7 +132,7 @@ def draw_round(seed: int, rnd: int, fault_root: str, *, pipeline_resume: bool = 
             faults[job["name"]] = {"kind": kind, "at": at}
         jobs.append(job)
     wl = {"name": name, "cluster": {"nodes": [{"name": "local", "gpus": N_DEVICES, "gpu_type": "cpu"}]},
-          "parallelisms": PARALLELISMS, "jobs": jobs}
+          "parallelisms": list(par_menu), "jobs": jobs}
     return {"seed": seed, "round": rnd, "workload": wl, "faults": faults,
             "drifts": sum(1 for f in faults.values() if f["kind"] in DRIFT),
             # a restart after a kill costs ~20-30 s here (retry delay, scheduling, start-up): below the
