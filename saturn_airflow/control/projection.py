@@ -196,9 +196,11 @@ def project(plan: Plan, records: dict[str, Any], now: float, t0: float, *, table
                 if planned_step_s.get(a.job):  # at profiled speed it would also have kept going since its record
                     since = max(0.0, now - float(rec.updated_at or now)) / planned_step_s[a.job]
                     ref_end = now_rel + max(0.0, total - step - since) * planned_step_s[a.job]
-            else:  # no steady rate yet: the plan's runtime for the steps this launch has to do
+            else:  # no steady rate yet: the plan's runtime for the steps this launch has to do...
                 left = (total - rec.start_step) / at_plan if total else 1.0
                 end = ref_end = max(now_rel, start + startup + work * min(1.0, max(0.0, left)))
+                if total and planned_step_s.get(a.job):  # ...but no sooner than its steps left allow from now
+                    end = max(end, now_rel + max(0, total - step) * planned_step_s[a.job])  # (a stall shows)
         else:
             left = (total - step) / at_plan if total and step else 1.0
             duration = startup + work * min(1.0, max(0.0, left))

@@ -203,3 +203,12 @@ def test_one_slow_job_leaves_the_others_alone_two_slow_jobs_slow_the_node(tmp_pa
         assert (p2.end_s - p2.start_s) == pytest.approx(STARTUP_S + 1.5 * (p1.end_s - p1.start_s - STARTUP_S), rel=0.05)
     ob = replan.observe(plan, tbl, {running[0]: rec(3.0), running[1]: rec(1.0)}, {j: STEPS for j in "abcd"})
     assert all(ob[j].slowdown == 1.0 for j in pending)
+
+
+def test_a_stall_shows_even_before_a_steady_rate(tmp_path, monkeypatch):
+    # a's step 20 (1 s into its launch, well inside the warm-up) takes 80 s
+    def step_time(job, step, since):
+        return 80.0 if (job == "a" and step == 20) else STEP_S
+
+    looks, plans, store = simulate(tmp_path, monkeypatch, step_time, jobs=("a", "b", "c"))
+    assert len(fired(looks)) == 1 and len(plans) == 2
