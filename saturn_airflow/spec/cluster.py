@@ -8,23 +8,26 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from saturn_airflow.errors import NotFoundError
+from saturn_airflow.spec.names import check_name
 
 CPU_DEVICE_TYPE = "cpu"
+# Devices one node may have. Plans, leases, pools and charts hold per-device state, so an absurd size
+# (a typo of 10**8) must fail as input, not as a MemoryError deep inside the planner.
+MAX_GPUS_PER_NODE = 4096
 
 
 class Node(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
-    gpus: int = Field(gt=0, description="devices on this node (GPUs, or CPU cores on a GPU-less machine)")
+    gpus: int = Field(gt=0, le=MAX_GPUS_PER_NODE,
+                      description="devices on this node (GPUs, or CPU cores on a GPU-less machine)")
     gpu_type: Optional[str] = None
 
     @field_validator("name")
     @classmethod
-    def _name_is_identifier_like(cls, v: str) -> str:
-        if not all(c.isalnum() or c in "-_." for c in v):
-            raise ValueError(f"node name {v!r} may only hold letters, digits, '-', '_' and '.'")
-        return v
+    def _name(cls, v: str) -> str:
+        return check_name("node name", v)
 
 
 class Cluster(BaseModel):
@@ -66,4 +69,4 @@ def local_cluster() -> Cluster:
     if gpus == 0:
         gpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         gpu_type = CPU_DEVICE_TYPE
-    return Cluster(nodes=[Node(name="local", gpus=gpus, gpu_type=gpu_type)])
+    return Cluster(nodes=[Node(name="local", gpus=min(gpus, MAX_GPUS_PER_NODE), gpu_type=gpu_type)])

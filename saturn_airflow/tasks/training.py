@@ -9,11 +9,15 @@ from saturn_airflow.store.files import PlanStore, ProgressStore, Store
 
 
 def start_decision(store: Store, plan: Plan, job: str) -> tuple[str, str]:
-    """Before (and again after leasing) a training task: ('run'|'done'|'skip', why)."""
-    ps, prog = PlanStore(store), ProgressStore(store)
+    """Before (and again after leasing) a training task: ('run'|'done'|'skip', why).
+
+    "done" only for a job finished in this plan's sweep (this plan or an ancestor): a new sweep of
+    the same workload trains every job again."""
+    ps, prog = PlanStore(store), ProgressStore(store, sweep=plan.sweep)
     rec = prog.get(plan.workload, job) or {}
     if rec.get("state") == "done":
-        return "done", f"job {job} already finished (under plan {rec.get('plan_id')}); not running it again"
+        return "done", (f"job {job} already finished in sweep {plan.sweep} (under plan {rec.get('plan_id')}); "
+                        "not running it again")
     child_id = ps.superseded_by(plan.plan_id)
     if child_id:
         child = ps.get(child_id)
@@ -37,7 +41,7 @@ def preempt_check(store: Store, plan: Plan, job: str) -> Optional[str]:
 
 def mark_failed(store: Store, plan: Plan, job: str, message: str) -> None:
     """A training task's last attempt failed before or around the runner (e.g. a lease timeout)."""
-    prog = ProgressStore(store)
+    prog = ProgressStore(store, sweep=plan.sweep)
     rec = prog.get(plan.workload, job) or {}
     if rec.get("state") not in ("running", "done"):
         prog.mark_failed(plan.workload, job, plan_id=plan.plan_id, message=message)

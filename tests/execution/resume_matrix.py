@@ -73,14 +73,23 @@ def encoder(seed: int = 0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def features(step: int, batch_size: int, *, seed: int = 0):
-    """Sequences of features and a class from a fixed random teacher: a pure function of (seed, step)."""
+def features(step: int, batch_size: int, *, seed: int = 0, slow_from_step: int = 0, slow_step_s: float = 0.0):
+    """Sequences of features and a class from a fixed random teacher: a pure function of (seed, step).
+    `slow_step_s` sleeps per step from `slow_from_step` on (time for a test to act mid-run); the
+    batches do not change."""
+    if slow_step_s and step >= slow_from_step:
+        time.sleep(slow_step_s)
     s = sizes(seed)
     g = torch.Generator().manual_seed(seed * 7919 + step)
     x = torch.randn(batch_size, s["seq_len"], s["d_in"], generator=g)
     teacher = torch.randn(s["d_in"], s["classes"], generator=torch.Generator().manual_seed(seed))
     y = (x.mean(dim=1) @ teacher).argmax(dim=-1)
     return x, y
+
+
+def broken(**kwargs) -> nn.Module:
+    """A model factory that imports but fails in every rank: the job fails (exit 1), it is not bad input."""
+    raise RuntimeError("this model cannot be built (on purpose)")
 
 
 # ---- the driver --------------------------------------------------------------------------------

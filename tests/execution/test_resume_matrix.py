@@ -147,3 +147,101 @@ def test_every_pair_resumes_to_the_uninterrupted_losses(tmp_path):
         elif not close(a["losses"] + b["losses"], want):
             bad.append(f"{case}: losses {a['losses'] + b['losses']} != {want}")
     assert not bad, f"{len(bad)} of {len(cases)} cases differ (seed {SEED}):\n" + "\n".join(bad[:10])
+
+
+# ---- the same resumes through `saturn train` (the CLI contract) ---------------------------------
+
+def saturn_train(wl_path: Path, store: Path, *args: str, on_line=None, sweep: str | None = None):
+    """`saturn train` as a user runs it; returns (exit status, stdout lines, stderr)."""
+    cmd = [sys.executable, "-m", "saturn_airflow.cli", "train", str(wl_path), "--store", str(store), *args]
+    if sweep:
+        cmd += ["--sweep", sweep]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if on_line:
+            on_line(proc, lines[-1])
+    err = proc.stderr.read()
+    return proc.wait(timeout=300), lines, err
+
+
+@pytest.mark.distributed
+def test_saturn_train_stops_resumes_and_is_preempted_by_a_signal(tmp_path):
+    """pipeline (stop at K1) -> pipeline (stop at K2) -> single, SIGTERM'd (75) -> single to the end ->
+    nothing left: each run resumes where the last stopped, and the losses are the uninterrupted run's."""
+    import signal
+
+    import torch
+    import yaml
+
+    from saturn_airflow.execution.devices import Devices
+    from saturn_airflow.parallelisms import get_parallelism
+    from saturn_airflow.spec.workload import parse_workload
+    from saturn_airflow.store.files import BY_HAND, ProgressStore, Store
+
+    rng = random.Random(SEED + 1)
+    steps = rng.randint(24, 32)
+    k1, k2 = rng.randint(2, 5), rng.randint(7, 10)
+    spec = workload(SEED + 1, steps)
+    spec["jobs"] = [j for j in spec["jobs"] if j["name"] == "sgd"]
+    spec["jobs"][0]["data_args"].update(slow_from_step=k2, slow_step_s=0.4)  # the same batches, slower: time to act
+    wl_path = tmp_path / "wl.yaml"
+    wl_path.write_text(yaml.safe_dump(spec))
+    store = tmp_path / "store"
+    sys.path.insert(0, str(HERE)) if str(HERE) not in sys.path else None
+    cpu = Devices(ids=[0], kind="cpu", device=torch.device("cpu"))
+    trainer = get_parallelism("single").build(parse_workload(spec).job("sgd"), cpu, {})
+    ref = [trainer.step(s) for s in range(steps)]
+
+    def record():
+        return ProgressStore(Store(str(store)), sweep=BY_HAND).get("resume-matrix", "sgd")
+
+    pipe = ["--job", "sgd", "--parallelism", "pipeline", "--devices", "0,1", "--knobs", '{"microbatches": 4}']
+    code, out, err = saturn_train(wl_path, store, *pipe, "--stop-at-step", str(k1))
+    assert code == 0 and out[0].startswith("starting at step 0"), (code, out[-5:], err[-2000:])
+    assert record()["step"] == k1 and close([record()["loss"]], [ref[k1 - 1]])
+
+    code, out, err = saturn_train(wl_path, store, *pipe, "--stop-at-step", str(k2))  # pipeline -> pipeline
+    assert code == 0 and out[0].startswith(f"resuming at step {k1} "), (code, out[-5:], err[-2000:])
+    assert record()["step"] == k2 and close([record()["loss"]], [ref[k2 - 1]])
+
+    step_line = re.compile(r"\[saturn\] sgd: step (\d+)/")
+
+    def term_mid_run(proc, line):
+        m = step_line.match(line)
+        if m and int(m.group(1)) > k2 and proc.returncode is None and not getattr(proc, "termed", False):
+            proc.termed = True
+            proc.send_signal(signal.SIGTERM)
+
+    single = ["--job", "sgd", "--parallelism", "single", "--devices", "1"]
+    code, out, err = saturn_train(wl_path, store, *single, on_line=term_mid_run)  # pipeline 2 -> single 1
+    assert code == 75, (code, out[-5:], err[-2000:])
+    assert out[0].startswith(f"resuming at step {k2} ") and "preempted at step" in out[-1]
+    k3 = record()["step"]
+    assert k2 < k3 < steps and record()["state"] == "preempted"
+
+    code, out, err = saturn_train(wl_path, store, *single)
+    assert code == 0 and out[0].startswith(f"resuming at step {k3} ") and out[-1] == f"job sgd: done at step {steps}/{steps}"
+    assert record()["state"] == "done" and close([record()["loss"]], [ref[-1]]), (record(), ref[-1])
+
+    code, out, err = saturn_train(wl_path, store, *single)  # nothing left: no launch at all
+    assert code == 0 and "nothing to train" in out[-1]
+
+
+@pytest.mark.distributed
+def test_saturn_train_exits_1_when_the_job_fails_and_2_on_bad_input(tmp_path):
+    import yaml
+
+    spec = workload(SEED, 4)
+    spec["jobs"].append({**spec["jobs"][0], "name": "broken", "model": "resume_matrix:broken"})
+    wl_path = tmp_path / "wl.yaml"
+    wl_path.write_text(yaml.safe_dump(spec))
+    code, out, err = saturn_train(wl_path, tmp_path / "store", "--job", "broken", "--parallelism", "ddp", "--devices", "0,1")
+    assert code == 1 and "this model cannot be built" in err.strip().splitlines()[-1], (code, out, err[-2000:])
+    assert "Traceback" not in "\n".join(out)
+    code, out, err = saturn_train(wl_path, tmp_path / "store", "--job", "adamw", "--parallelism", "pipeline",
+                                  "--devices", "0")
+    assert code == 2 and err.strip().splitlines() == [
+        "saturn: error: job 'adamw' cannot run under pipeline on 1 device(s): pipeline needs at least 2 devices, not 1"]
