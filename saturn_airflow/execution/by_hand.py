@@ -84,7 +84,10 @@ def prepare(workload_path: str, job: str, parallelism: str, devices: str, *, kno
     kind = device_kind()
     ids = parse_devices(devices, available_devices(kind), kind)
     knob_dict = parse_knobs(knobs)
-    check_name("sweep", sweep)
+    try:
+        check_name("sweep", sweep)
+    except ValueError as e:
+        raise SaturnInputError(f"--sweep: {e}") from None
     if stop_at_step is not None and stop_at_step < 1:
         raise SaturnInputError(f"--stop-at-step {stop_at_step}: must be a step number >= 1")
     check_factories(spec)

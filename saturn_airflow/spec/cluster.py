@@ -20,14 +20,20 @@ class Node(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
-    gpus: int = Field(gt=0, le=MAX_GPUS_PER_NODE,
-                      description="devices on this node (GPUs, or CPU cores on a GPU-less machine)")
+    gpus: int = Field(gt=0, description="devices on this node (GPUs, or CPU cores on a GPU-less machine)")
     gpu_type: Optional[str] = None
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name("node name", v)
+
+    @field_validator("gpus")
+    @classmethod
+    def _size(cls, v: int) -> int:
+        if v > MAX_GPUS_PER_NODE:
+            raise ValueError(f"{v} devices on one node is past the limit of {MAX_GPUS_PER_NODE}")
+        return v
 
 
 class Cluster(BaseModel):

@@ -70,6 +70,22 @@ jobs:
         op.execute(ctx())
 
 
+def test_validate_names_the_job_and_path_of_a_factory_that_does_not_import(tmp_path, store):
+    from saturn_airflow.operators.planning import SaturnValidateOperator
+
+    wl = tmp_path / "bad.yaml"
+    wl.write_text("""
+name: bad
+cluster: {nodes: [{name: n0, gpus: 2}]}
+jobs:
+  - {name: ok, model: saturn_airflow.examples.models:gpt, data: saturn_airflow.examples.data:tokens, batch_size: 4, steps: 2}
+  - {name: typo, model: saturn_airflow.examples.modles:gpt, data: saturn_airflow.examples.data:tokens, batch_size: 4, steps: 2}
+""")
+    with pytest.raises(AirflowFailException, match="job 'typo': cannot import the model factory "
+                                                   "'saturn_airflow.examples.modles:gpt'"):
+        SaturnValidateOperator(task_id="validate", workload=str(wl)).execute(ctx())
+
+
 def test_validate_returns_nodes(tmp_path, store):
     from saturn_airflow.operators.planning import SaturnValidateOperator
 
