@@ -147,6 +147,10 @@ class Trainer:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
+        """Model and optimizer state keyed by the full model's parameter names, the optimizer's
+        hyper-parameters too (`flatten_optimizer_state_dict`): DCP writes one copy of every non-tensor
+        entry, so the default index-keyed `param_groups.0.*` of two pipeline stages (each holding other
+        parameters) collided, and a stage resumed with the other's group (KeyError 'betas')."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
         msd, osd = get_state_dict(self.model, self.optimizer, options=StateDictOptions(flatten_optimizer_state_dict=True))
