@@ -173,8 +173,9 @@ def run_round(af, spec: dict, wl_dir: str, *, timeout_s: float = 1500.0, log=pri
         out["error"] = f"planning run {run_id} {state}"
         return out
     store = Store(af.saturn_home)
-    ps, prog = PlanStore(store), ProgressStore(store)
+    ps = PlanStore(store)
     jobs = {j["name"] for j in wl["jobs"]}
+    prog = None
     deadline = t0 + timeout_s
     while time.time() < deadline:
         plans = [p for p in ps.plans() if p.workload == wl["name"]]
@@ -191,7 +192,9 @@ def run_round(af, spec: dict, wl_dir: str, *, timeout_s: float = 1500.0, log=pri
             finished &= runs[0]["state"] in ("success", "failed")
         replans = [r for r in planning_runs(af) if (r.get("conf") or {}).get("replan_of") in {p.plan_id for p in plans}]
         finished &= all(r["state"] in ("success", "failed") for r in replans)
-        recs = prog.all(wl["name"])
+        if prog is None and plans:
+            prog = ProgressStore(store, sweep=plans[0].sweep)
+        recs = prog.all(wl["name"]) if prog is not None else {}
         if finished and plans and all(p.plan_id in out["runs"] for p in plans) and (
                 all((recs.get(j) or {}).get("state") == "done" for j in jobs) or
                 all(s in ("success", "failed") for s in out["runs"].values())):
@@ -296,7 +299,9 @@ def check_round(af, spec: dict, outcome: dict, ref_dir: str) -> tuple[list[str],
         if st != "success":
             bad.append(f"DAG run of plan {pid} ended {st}")
     # done exactly once
-    ends = [e for e in job_events.events(store, name) if e["event"] == "end"]
+    plans = [p for p in PlanStore(store).plans() if p.workload == name]
+    sweep = plans[0].sweep if plans else None
+    ends = [e for e in job_events.events(store, name, sweep) if e["event"] == "end"] if sweep else []
     for j in wl["jobs"]:
         n_done = sum(1 for e in ends if e["job"] == j["name"] and e["status"] == "done")
         if n_done != 1:
@@ -304,7 +309,7 @@ def check_round(af, spec: dict, outcome: dict, ref_dir: str) -> tuple[list[str],
         spans = sorted((e["started_at"], e["ended_at"]) for e in ends if e["job"] == j["name"])
         if any(a[1] > b[0] for a, b in zip(spans, spans[1:])):
             bad.append(f"{j['name']} ran twice at once: {spans}")
-    recs = ProgressStore(store).all(name)
+    recs = ProgressStore(store, sweep=sweep).all(name) if sweep else {}
     for j in wl["jobs"]:
         rec = recs.get(j["name"]) or {}
         if rec.get("state") != "done":
@@ -313,7 +318,6 @@ def check_round(af, spec: dict, outcome: dict, ref_dir: str) -> tuple[list[str],
     over = leases.overlaps(leases.history(store))
     bad += [f"lease overlap: {o}" for o in over]
     # re-plans: every drift event the watches fired (a re-plan run), published or not
-    plans = [p for p in PlanStore(store).plans() if p.workload == name]
     replans = len(outcome.get("replan_runs") or {})
     stats["replans"] = replans
     stats["versions"] = len(plans)
@@ -323,7 +327,7 @@ def check_round(af, spec: dict, outcome: dict, ref_dir: str) -> tuple[list[str],
     # losses and lost work
     diffs = {}
     for j in wl["jobs"]:
-        entries = read_loss_log(os.path.join(checkpoint_root(store.url, name, j["name"]), LOSS_LOG))
+        entries = read_loss_log(os.path.join(checkpoint_root(store.url, name, j["name"], sweep=sweep or "-"), LOSS_LOG))
         ls = launches(entries)
         stats.setdefault("launches", {})[j["name"]] = [(x["start"], x["parallelism"]) for x in ls]
         bad += [f"{j['name']}: {m}" for m in lost_work(entries, CKPT_EVERY_S)]

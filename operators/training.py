@@ -1,6 +1,7 @@
 """The training operator: one plan job on exactly the plan's GPU ids, behind per-GPU and per-job leases.
 
-- never runs a finished job again (its ProgressStore state is done: the task succeeds at once);
+- never runs a job finished in this sweep again (its progress record in the plan's sweep is done:
+  the task succeeds at once); a new sweep of the same workload trains it again;
 - skips when its plan was superseded before it started (the newer plan runs the job), unless the
   newer plan keeps this very job running here;
 - leases the job and its devices (waiting while another holder has them), then calls
@@ -61,8 +62,9 @@ class SaturnTrainOperator(BaseOperator):
             return {"job": self.job, "status": "done", "ran": False}
         if verdict == "skip":
             raise AirflowSkipException(why)
-        keys = [leases.job_key(plan.workload, self.job)] + [leases.device_key(a.node, g) for g in a.gpu_ids]
-        owner = {"job": self.job, "plan_id": self.plan_id, "workload": plan.workload, "dag_run": context["run_id"]}
+        keys = [leases.job_key(plan.workload, self.job, sweep=plan.sweep)] + [leases.device_key(a.node, g) for g in a.gpu_ids]
+        owner = {"job": self.job, "plan_id": self.plan_id, "workload": plan.workload, "sweep": plan.sweep,
+                 "dag_run": context["run_id"]}
         kept = self.job in ((plan.model_extra or {}).get("kept") or [])
         timeout = None if kept else settings.lease_timeout_s()
         with leases.acquire(store, keys, owner, timeout_s=timeout, log=self.log.info) as held:
@@ -98,14 +100,14 @@ class SaturnTrainOperator(BaseOperator):
         started = time.time()
         job_events.record_event(store, plan.workload, {"event": "start", "job": self.job, "plan_id": plan.plan_id,
                                                         "device_ids": a.gpu_ids, "node": a.node,
-                                                        "try": context["ti"].try_number})
+                                                        "try": context["ti"].try_number}, sweep=plan.sweep)
         self.log.info("running %s: %s on %s devices %s (planned %.0f s)", self.job, a.parallelism, a.node, a.gpu_ids,
                       a.runtime_s)
         status = "failed"
         try:
             result = run_job(wl_path, self.job, parallelism=a.parallelism, knobs=dict(a.knobs),
                              device_ids=list(a.gpu_ids), store_url=store.url, plan_id=plan.plan_id,
-                             log=self.log.info, stop_event=self._stop,
+                             sweep=plan.sweep, log=self.log.info, stop_event=self._stop,
                              ckpt_every_s=settings.checkpoint_every_s(),
                              on_start=(lambda proc: held.attach_group(proc.pid)) if held is not None else None)
             status = getattr(result, "status", "failed")
@@ -115,7 +117,8 @@ class SaturnTrainOperator(BaseOperator):
             ended = time.time()
             job_events.record_event(store, plan.workload, {"event": "end", "job": self.job, "plan_id": plan.plan_id,
                                                             "status": status, "started_at": started,
-                                                            "ended_at": ended, "device_ids": a.gpu_ids})
+                                                            "ended_at": ended, "device_ids": a.gpu_ids},
+                                    sweep=plan.sweep)
         out = {"job": self.job, "status": status, "ran": True, "started_at": started, "ended_at": ended,
                "planned_s": a.runtime_s, "actual_s": ended - started}
         self.log.info("%s ended %s after %.1f s (planned %.1f s)", self.job, status, ended - started, a.runtime_s)

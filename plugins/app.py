@@ -132,7 +132,7 @@ def _page(plan_id: Optional[str], dag_id: Optional[str], latest: bool) -> tuple[
     lineage, pid = _resolve(ps, plan_id, dag_id)
     if latest:  # follow re-plans forward so an old DAG's tab shows what happened next
         lineage = ps.lineage(_newest_descendant(ps, pid))
-    progress = ProgressStore(st).all(lineage[-1].workload)
+    progress = ProgressStore(st, sweep=lineage[-1].sweep).all(lineage[-1].workload)
     return lineage, progress, pid
 
 
@@ -146,7 +146,7 @@ def index(dag_id: Optional[str] = None, plan_id: Optional[str] = None) -> HTMLRe
     entries, newest = [], None
     for p in _latest_per_workload(list(ps.plans()), ps):
         lineage = ps.lineage(p.plan_id)
-        progress = ProgressStore(st).all(p.workload)
+        progress = ProgressStore(st, sweep=p.sweep).all(p.workload)
         sw = gantt_html.chart_data(lineage, progress)["sweep"]
         entries.append({"workload": p.workload, "plan_id": p.plan_id, "versions": len(lineage),
                         "makespan_s": lineage[0].makespan_s, "created_at": lineage[0].created_at,

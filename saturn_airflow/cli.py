@@ -1,7 +1,8 @@
-"""The `saturn` command: plan, show, simulate, profile (docs/contracts.md, CLI).
+"""The `saturn` command: plan, show, simulate, profile, train (docs/contracts.md, CLI).
 
 Bad input of any kind exits with status 2 and one line on stderr naming the problem, and writes
-nothing; a missing optional component exits 1 with one line. Set SATURN_DEBUG=1 for tracebacks.
+nothing; a missing optional component exits 1 with one line. `train` also exits 75 when a signal
+preempted the job (checkpoint written) and 1 when it failed. Set SATURN_DEBUG=1 for tracebacks.
 """
 
 from __future__ import annotations
@@ -81,7 +82,30 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("workload")
     pr.add_argument("-o", "--output", help="write the profile table JSON here")
     pr.add_argument("-v", "--verbose", action="store_true")
+    tr = sub.add_parser("train", help="train one job by hand, outside Airflow, resuming from its latest checkpoint")
+    tr.add_argument("workload", help="workload file (.yaml)")
+    tr.add_argument("--job", required=True, help="the job's name in the workload")
+    tr.add_argument("--parallelism", required=True, help="a registered parallelism, e.g. ddp")
+    tr.add_argument("--devices", required=True, help="device ids, comma separated, e.g. 0,1")
+    tr.add_argument("--knobs", default="{}", help="the parallelism's knobs as a JSON object (default {})")
+    tr.add_argument("--store", help="store URL (default: the store_url setting, $SATURN_HOME)")
+    tr.add_argument("--stop-at-step", type=_step, help="stop (checkpoint written, exit 0) once this step is reached")
+    tr.add_argument("--sweep", default=None,
+                    help="whose checkpoints and progress records to use: a plan's sweep id to continue one of its "
+                         "jobs by hand (default: by-hand, apart from every Airflow sweep)")
+    tr.add_argument("-v", "--verbose", action="store_true",
+                    help="stream every line of the ranks and torchrun (default: the [saturn] lines; the rest only on failure)")
     return p
+
+
+def _step(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a step number, got {text!r}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a step number >= 1, got {text!r}")
+    return v
 
 
 # --- input and output -----------------------------------------------------------------------------
@@ -276,7 +300,7 @@ def cmd_show(args) -> int:
 
         ps, lineage = _store_lineage(args.store, args.plan)
         plan = lineage[-1]
-        progress = ProgressStore(ps.store).all(plan.workload)
+        progress = ProgressStore(ps.store, sweep=plan.sweep).all(plan.workload)
     else:
         plan = load_plan_file(args.plan)
     node_gpus, table = None, None
@@ -333,7 +357,45 @@ def cmd_profile(args) -> int:
     return 0
 
 
-COMMANDS = {"plan": cmd_plan, "show": cmd_show, "simulate": cmd_simulate, "profile": cmd_profile}
+def cmd_train(args) -> int:
+    import collections
+    import signal
+    import threading
+
+    from saturn_airflow.execution import by_hand
+    from saturn_airflow.store.files import BY_HAND
+
+    stop = threading.Event()  # SIGTERM or Ctrl-C: the ranks agree on a step, checkpoint, and we exit 75
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    held_back: collections.deque[str] = collections.deque(maxlen=60)  # torchrun's own lines: shown on failure
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    def log(line: str) -> None:
+        if args.verbose or line.startswith("[saturn]"):
+            out(line)
+        else:
+            held_back.append(line)
+
+    def err(message: str) -> None:
+        for line in held_back:
+            print(line, file=sys.stderr)
+        print("saturn: error: " + " ".join(message.split()), file=sys.stderr, flush=True)
+
+    try:
+        hj = by_hand.prepare(args.workload, args.job, args.parallelism, args.devices, knobs=args.knobs,
+                             store_url=args.store, sweep=args.sweep or BY_HAND, stop_at_step=args.stop_at_step)
+        if stop.is_set():
+            out(f"job {args.job}: preempted before it started; nothing was trained or written")
+            return by_hand.EXIT_PREEMPTED
+        return by_hand.train(hj, stop_event=stop, out=out, err=err, log=log)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+COMMANDS = {"plan": cmd_plan, "show": cmd_show, "simulate": cmd_simulate, "profile": cmd_profile, "train": cmd_train}
 
 
 def _fail(code: int, message: str) -> int:

@@ -40,9 +40,21 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, caps
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_corpus_is_large_enough():
+KINDS = {  # what is wrong, whatever the command
+    "syntax": "the text does not parse", "shape": "a key is missing or the document is another shape",
+    "value": "a field's value is out of range", "reference": "a name points at nothing (job, node, parallelism, device)",
+    "duplicate": "a name appears twice", "name": "a name that would become an unsafe path or id",
+    "file": "the file is missing, a directory, or another kind of document", "plan rule": "a plan breaks a validity rule",
+    "argument": "a command-line argument is wrong", "import": "a factory that does not import",
+    "size": "a size past a documented limit",
+}
+
+
+def test_corpus_is_large_enough_and_every_case_has_a_kind():
     assert len(CASES) >= 30
     assert len({c["file"] for c in CASES}) >= 30
+    assert {c["kind"] for c in CASES} == set(KINDS)  # every case has a known kind, every kind has cases
+    assert {c["args"][0] for c in CASES} >= {"plan", "profile", "show", "simulate", "train"}
 
 
 def test_plan_example_writes_valid_plan(tmp_path, capsys):
@@ -118,7 +130,7 @@ def test_show_from_a_store_names_a_failed_job_and_its_reason(tmp_path, capsys):
     from tests.plugins import sample
 
     sample.publish(str(tmp_path))
-    prog = ProgressStore(Store(str(tmp_path)))
+    prog = ProgressStore(Store(str(tmp_path)), sweep=sample.SWEEP)
     prog.put("demo", "d", {**prog.get("demo", "d"), "error": "RuntimeError: injected failure at step 10"})
     code, out, err = run(["show", "demo-v1", "--store", str(tmp_path)], capsys)  # follows re-plans to v2
     assert code == 0, err

@@ -243,7 +243,7 @@ def with_leased_jobs(store, plan: Plan, records: dict[str, Optional[dict]]) -> d
         rec = out.get(a.job) or {}
         if rec.get("state") in ("running", "done"):
             continue
-        holder = leases.holder(store, leases.job_key(plan.workload, a.job))
+        holder = leases.holder(store, leases.job_key(plan.workload, a.job, sweep=plan.sweep))
         if holder and not leases.is_stale(holder) and holder.get("plan_id") == plan.plan_id:
             out[a.job] = {**rec, "state": "running", "plan_id": plan.plan_id, "step": int(rec.get("step") or 0),
                           "rate_steps_per_s": None, "started_at": holder.get("at"), "leased_only": True}

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 from saturn_airflow.execution.devices import cpu_cores, device_kind, launch_env
 from saturn_airflow.execution.runner import EXIT_PREEMPTED
 from saturn_airflow.spec.progress import JobState
+from saturn_airflow.store.files import BY_HAND
 
 LOSS_LOG = "losses.jsonl"  # under a job's checkpoint root: {"start": K, ...} per launch, then {"step", "loss", "t"} per step
 STOP_GRACE_S = 90.0  # after SIGTERM, how long ranks get to save before SIGKILL
@@ -191,17 +192,18 @@ def _workload_file(workload, folder: str) -> tuple[str, str]:
     return path, load_workload(path).name
 
 
-def checkpoint_root(store_url: str, workload: str, job: str, checkpoint_dir: Optional[str] = None) -> str:
-    """`<store>/checkpoints/<workload>/<job>/` (INTERFACES.md), or a local override for remote stores."""
+def checkpoint_root(store_url: str, workload: str, job: str, *, sweep: str, checkpoint_dir: Optional[str] = None) -> str:
+    """`<store>/checkpoints/<workload>/<sweep>/<job>/`, or a local override for remote stores."""
     if checkpoint_dir:
         return checkpoint_dir
     from saturn_airflow.store.files import Store
 
-    return Store(store_url).local_path("checkpoints", workload, job)
+    return Store(store_url).local_path("checkpoints", workload, sweep, job)
 
 
 def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: list[int], store_url: str,
-            plan_id: str, log: Callable[[str], None] = print, stop_event: Optional[threading.Event] = None,
+            plan_id: str, sweep: str = BY_HAND, log: Callable[[str], None] = print,
+            stop_event: Optional[threading.Event] = None,
             checkpoint_dir: Optional[str] = None, ckpt_every_s: Optional[float] = None,
             ckpt_every_steps: Optional[int] = None, steps: Optional[int] = None, stop_at_step: Optional[int] = None,
             loss_log: Optional[str] = None, progress_every_s: float = 3.0, timeout_s: Optional[float] = None,
@@ -209,19 +211,21 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
     """Train `job` under `parallelism`/`knobs` on exactly `device_ids`, resuming from its latest checkpoint.
 
     Blocks until the job is done, preempted (stop_event set: SIGTERM, checkpoint, exit) or failed.
-    Progress records go to the ProgressStore at `store_url` every `progress_every_s` seconds.
+    Progress records go to the ProgressStore at `store_url` every `progress_every_s` seconds; records
+    and checkpoints are those of `sweep` (a plan's `Plan.sweep`; by hand: `BY_HAND`).
     """
     if not device_ids:
         raise ValueError("run_job needs at least one device id")
     folder = tempfile.mkdtemp(prefix="saturn-run-")
     try:
         wpath, wname = _workload_file(workload, folder)
-        ck = checkpoint_root(store_url, wname, job, checkpoint_dir)
+        ck = checkpoint_root(store_url, wname, job, sweep=sweep, checkpoint_dir=checkpoint_dir)
         if loss_log is None:  # every step of every attempt, next to the checkpoints (what was lost, what was learned)
             os.makedirs(ck, exist_ok=True)
             loss_log = os.path.join(ck, LOSS_LOG)
         args = ["--workload", wpath, "--job", job, "--parallelism", parallelism, "--knobs", json.dumps(knobs or {}),
-                "--mode", "train", "--store", store_url, "--plan-id", plan_id or "", "--checkpoint-dir", ck,
+                "--mode", "train", "--store", store_url, "--plan-id", plan_id or "", "--sweep", sweep,
+                "--checkpoint-dir", ck,
                 "--progress-every-s", str(progress_every_s)]
         for flag, val in (("--ckpt-every-s", ckpt_every_s), ("--ckpt-every-steps", ckpt_every_steps),
                           ("--steps", steps), ("--stop-at-step", stop_at_step), ("--loss-log", loss_log)):
@@ -232,25 +236,26 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
         res = out.result or {}
         wall = out.t_exit - out.t_launch
         details = {"result": res, "errors": out.errors[:4]}
-        if res.get("status") == "done" and out.returncode == 0:
+        if res.get("status") == "done" and (out.returncode == 0 or out.stopped):
+            # a stop that came after the last step (torchrun killed in its teardown): the job is done
             status, msg = "done", "done"
         elif res.get("status") == "preempted" or (out.stopped and res.get("status") != "done"):
             status, msg = "preempted", "preempted (SIGTERM): checkpoint saved" if res else "stopped during start-up"
         else:
             status, msg = "failed", out.message()
         if status == "failed":
-            _record_killed(store_url, wname, job, plan_id, msg, parallelism, device_ids)
+            _record_killed(store_url, sweep, wname, job, plan_id, msg, parallelism, device_ids)
         return JobResult(status, job, res.get("step"), res.get("total"), out.returncode, wall, msg, ck, details)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _record_killed(store_url, workload, job, plan_id, msg, parallelism, device_ids) -> None:
+def _record_killed(store_url, sweep, workload, job, plan_id, msg, parallelism, device_ids) -> None:
     """A rank killed outright (SIGKILL, OOM-killer) leaves its record "running": the launcher records that
     this attempt ended (interrupted: a retry resumes it; the training task marks it failed for good)."""
     from saturn_airflow.store.files import ProgressStore, Store
 
-    progress = ProgressStore(Store(store_url))
+    progress = ProgressStore(Store(store_url), sweep=sweep)
     rec = progress.get(workload, job)
     if rec and rec.get("state") == "running":
         progress.mark_ended(workload, job, state=JobState.INTERRUPTED, plan_id=plan_id, message=msg,

@@ -3,7 +3,8 @@
 A lease is a small JSON record `leases/<key>.json` in the store, created once (atomically) by its
 holder and deleted on release. Keys used by the provider:
   device/<node>/<id>        one GPU (or CPU core) of a node
-  job/<workload>/<job>      one training job (never run twice at once, across plan versions)
+  job/<workload>/<sweep>/<job>  one training job of one sweep (never run twice at once, across the
+                            sweep's plan versions; another sweep's job of the same name is another job)
 
 Acquisition is all-or-nothing in sorted key order (no deadlock between two multi-device jobs); a
 caller that cannot get every key releases what it took and waits. A lease whose holder process is
@@ -35,8 +36,8 @@ def device_key(node: str, device_id: int) -> str:
     return f"device/{node}/{int(device_id)}"
 
 
-def job_key(workload: str, job: str) -> str:
-    return f"job/{workload}/{job}"
+def job_key(workload: str, job: str, *, sweep: str) -> str:
+    return f"job/{workload}/{sweep}/{job}"
 
 
 def _proc_start(pid: int) -> Optional[str]:

@@ -48,7 +48,7 @@ class ProgressReporter:
     readable line on stdout. The record's trail of (time, step) samples is what every reader computes
     the job's steady rate from (control.rates.estimate); the loss log, when given, gets every step."""
 
-    def __init__(self, *, workload: str, job: str, plan_id: str, parallelism: str, device_ids: list[int],
+    def __init__(self, *, workload: str, job: str, plan_id: str, sweep: str, parallelism: str, device_ids: list[int],
                  store_url: Optional[str], every_s: float = 3.0, loss_log: Optional[str] = None, enabled: bool = True):
         self.enabled = enabled
         self.workload, self.job, self.plan_id = workload, job, plan_id
@@ -59,7 +59,7 @@ class ProgressReporter:
         if enabled and store_url:
             from saturn_airflow.store.files import ProgressStore, Store
 
-            self.store = ProgressStore(Store(store_url))
+            self.store = ProgressStore(Store(store_url), sweep=sweep)
         self.started_at = time.time()
         self.total = 0
         self.start_step = 0
@@ -164,6 +164,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--result-dir", required=True)
     p.add_argument("--store", default=None, help="store URL for progress records")
     p.add_argument("--plan-id", default="")
+    p.add_argument("--sweep", default=None, help="the sweep whose progress records this job writes (default: by hand)")
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--ckpt-every-s", type=float, default=None)
     p.add_argument("--ckpt-every-steps", type=int, default=None)
@@ -227,12 +228,14 @@ def main(argv=None) -> int:
         if args.mode == "trial":
             return _trial(args, devices, job, par)
         from saturn_airflow.execution.checkpoint import CheckpointManager
+        from saturn_airflow.store.files import BY_HAND
 
         ck_root = args.checkpoint_dir or os.path.join(args.result_dir, "checkpoints")
         every_s = args.ckpt_every_s if args.ckpt_every_s is not None else (None if args.ckpt_every_steps else 60.0)
         ckpt = CheckpointManager(ck_root, devices=devices, every_s=every_s, every_steps=args.ckpt_every_steps,
                                  meta={"parallelism": par.name, "world_size": devices.world_size, "knobs": knobs})
-        progress = ProgressReporter(workload=workload.name, job=job.name, plan_id=args.plan_id, parallelism=par.name,
+        progress = ProgressReporter(workload=workload.name, job=job.name, plan_id=args.plan_id,
+                                    sweep=args.sweep or BY_HAND, parallelism=par.name,
                                     device_ids=devices.ids, store_url=args.store, every_s=args.progress_every_s,
                                     loss_log=args.loss_log, enabled=devices.is_main)
 

@@ -21,15 +21,35 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.execution.devices import Devices, MemoryMeter, synchronize
 
 
 # ---- the job's factories ------------------------------------------------------------------------
 
-def resolve(path: str) -> Callable:
-    """'package.module:attr' -> the object."""
+def resolve(path: str, *, job: Optional[str] = None, role: str = "factory") -> Callable:
+    """'package.module:attr' -> the callable. A path that does not import (or names no callable) is
+    the user's input: SaturnInputError naming the job, the role and the path, never a bare ImportError."""
+    where = f"job {job!r}: " if job else ""
     mod, _, attr = path.partition(":")
-    return getattr(importlib.import_module(mod), attr)
+    try:
+        module = importlib.import_module(mod)
+    except Exception as e:  # noqa: BLE001 - ModuleNotFoundError, or any error raised by the user's module
+        raise SaturnInputError(f"{where}cannot import the {role} {path!r}: {type(e).__name__}: {e}") from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise SaturnInputError(f"{where}cannot import the {role} {path!r}: module {mod!r} has no attribute {attr!r}")
+    if not callable(obj):
+        raise SaturnInputError(f"{where}the {role} {path!r} is a {type(obj).__name__}, not a function or class")
+    return obj
+
+
+def check_factories(job) -> None:
+    """Import the job's model, data and loss factories once, so a wrong path fails as input, up front."""
+    resolve(job.model, job=job.name, role="model factory")
+    resolve(job.data, job=job.name, role="data factory")
+    if job.loss:
+        resolve(job.loss, job=job.name, role="loss")
 
 
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -40,7 +60,7 @@ def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def build_model(job) -> nn.Module:
     """The job's model, seeded so every parallelism and rank starts from the same weights."""
     torch.manual_seed(job.seed)
-    return resolve(job.model)(**job.model_args)
+    return resolve(job.model, job=job.name, role="model factory")(**job.model_args)
 
 
 def make_optimizer(params, spec) -> torch.optim.Optimizer:
@@ -50,12 +70,12 @@ def make_optimizer(params, spec) -> torch.optim.Optimizer:
 
 
 def loss_of(job) -> Callable:
-    return resolve(job.loss) if job.loss else default_loss
+    return resolve(job.loss, job=job.name, role="loss") if job.loss else default_loss
 
 
 def global_batch(job, step: int):
     """The global batch of `step`: the same on every rank, under every parallelism."""
-    return resolve(job.data)(step, job.batch_size, **job.data_args)
+    return resolve(job.data, job=job.name, role="data factory")(step, job.batch_size, **job.data_args)
 
 
 def rows(t, rank: int, world: int):
@@ -127,15 +147,20 @@ class Trainer:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        from torch.distributed.checkpoint.state_dict import get_state_dict
+        """Model and optimizer state keyed by the full model's parameter names, the optimizer's
+        hyper-parameters too (`flatten_optimizer_state_dict`): DCP writes one copy of every non-tensor
+        entry, so the default index-keyed `param_groups.0.*` of two pipeline stages (each holding other
+        parameters) collided, and a stage resumed with the other's group (KeyError 'betas')."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-        msd, osd = get_state_dict(self.model, self.optimizer)
+        msd, osd = get_state_dict(self.model, self.optimizer, options=StateDictOptions(flatten_optimizer_state_dict=True))
         return {"model": msd, "optim": osd}
 
     def load_state_dict(self, sd: dict) -> None:
-        from torch.distributed.checkpoint.state_dict import set_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        set_state_dict(self.model, self.optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+        set_state_dict(self.model, self.optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"],
+                       options=StateDictOptions(flatten_optimizer_state_dict=True))
 
 
 class DataParallelTrainer(Trainer):

@@ -58,7 +58,14 @@ def input_signature(job: JobSpec) -> list:
             return [sig(x) for x in t]
         return [list(t.shape), str(t.dtype)]
 
-    return sig(global_batch(job, 0))
+    try:
+        batch = global_batch(job, 0)
+    except SaturnInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's factory failed on its own arguments
+        raise SaturnInputError(f"job {job.name!r}: the data factory {job.data!r} failed on step 0: "
+                               f"{type(e).__name__}: {e}") from None
+    return sig(batch)
 
 
 def speed_fields(job: JobSpec, signature: Optional[list] = None) -> dict:
@@ -227,6 +234,10 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
     max_node = max(n.gpus for n in workload.cluster.nodes)
     n_max = min(len(devices), max_node)
     selected = [workload.job(n) for n in jobs] if jobs else list(workload.jobs)
+    from saturn_airflow.parallelisms.base import check_factories
+
+    for j in selected:  # a wrong import path is the user's input, named before any trial starts
+        check_factories(j)
     stats = ProfileStats()
     pars = {}
     for j in selected:

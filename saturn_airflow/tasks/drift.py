@@ -31,8 +31,9 @@ def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[f
     `watch` (kept by the caller across looks) holds the consecutive late looks; without one a single
     late look is enough (tests, `poke`)."""
     store = Store(store_url)
-    ps, prog = PlanStore(store), ProgressStore(store)
+    ps = PlanStore(store)
     plan = ps.get(plan_id)
+    prog = ProgressStore(store, sweep=plan.sweep)
     child = ps.superseded_by(plan_id)
     if child:
         return {"kind": "superseded", "plan_id": plan_id, "message": f"plan {plan_id} was superseded by {child}"}

@@ -10,11 +10,15 @@ from saturn_airflow.store.files import PlanStore, ProgressStore, Store
 
 
 def start_decision(store: Store, plan: Plan, job: str) -> tuple[str, str]:
-    """Before (and again after leasing) a training task: ('run'|'done'|'skip', why)."""
-    ps, prog = PlanStore(store), ProgressStore(store)
+    """Before (and again after leasing) a training task: ('run'|'done'|'skip', why).
+
+    "done" only for a job finished in this plan's sweep (this plan or an ancestor): a new sweep of
+    the same workload trains every job again."""
+    ps, prog = PlanStore(store), ProgressStore(store, sweep=plan.sweep)
     rec = prog.get(plan.workload, job) or {}
     if rec.get("state") == "done":
-        return "done", f"job {job} already finished (under plan {rec.get('plan_id')}); not running it again"
+        return "done", (f"job {job} already finished in sweep {plan.sweep} (under plan {rec.get('plan_id')}); "
+                        "not running it again")
     child_id = ps.superseded_by(plan.plan_id)
     if child_id:
         child = ps.get(child_id)
@@ -41,7 +45,7 @@ def mark_failed(store: Store, plan: Plan, job: str, message: str) -> None:
     job failed for good under this plan. Recorded so the drift watch counts it as finished instead of
     waiting for it forever, and the plan's result task, the Gantt page and `saturn show` name it and
     the reason. The runner's own reason (an interrupted attempt's error) is kept when there is one."""
-    prog = ProgressStore(store)
+    prog = ProgressStore(store, sweep=plan.sweep)
     rec = prog.get(plan.workload, job) or {}
     if rec.get("state") in (JobState.RUNNING, JobState.DONE):
         return  # someone else runs it (a lease timeout while another task holds the job) or it finished
@@ -52,7 +56,7 @@ def mark_failed(store: Store, plan: Plan, job: str, message: str) -> None:
 def plan_result(store: Store, plan: Plan) -> tuple[list[str], dict[str, str]]:
     """After every training task of `plan` ended: (jobs done or handed to a newer plan, {job: why it
     did not finish}). A job moved to a child plan is that plan's to finish."""
-    ps, prog = PlanStore(store), ProgressStore(store)
+    ps, prog = PlanStore(store), ProgressStore(store, sweep=plan.sweep)
     child_id = ps.superseded_by(plan.plan_id)
     moved = {a.job for a in ps.get(child_id).assignments} if child_id else set()
     ok, bad = [], {}

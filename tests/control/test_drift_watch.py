@@ -55,8 +55,7 @@ def publish_root(store, tbl):
 
     plan = Plan.model_validate(data)
     store.write_json("tables/root.json", json.loads(tbl.to_json()))
-    PlanStore(store).publish(plan)
-    return plan
+    return PlanStore(store).publish(plan)
 
 
 def simulate(tmp_path, monkeypatch, step_time, *, jobs=("a", "b"), end_s=600.0, warmup_s=10.0):
@@ -93,7 +92,8 @@ def simulate(tmp_path, monkeypatch, step_time, *, jobs=("a", "b"), end_s=600.0, 
             break
         clock.t = t
         if what == "launch":
-            rep = runner.ProgressReporter(workload="w", job=job, plan_id=current.plan_id, parallelism="single",
+            rep = runner.ProgressReporter(workload="w", job=job, plan_id=current.plan_id, sweep=plan.sweep,
+                                          parallelism="single",
                                           device_ids=[0], store_url=str(tmp_path), every_s=3.0)
             rep.start(0, STEPS)
             reps[job], launched[job], steps[job] = rep, t, 0
@@ -109,15 +109,14 @@ def simulate(tmp_path, monkeypatch, step_time, *, jobs=("a", "b"), end_s=600.0, 
                 heapq.heappush(queue, (t + step_time(job, steps[job], t - launched[job]), 0, job, "step"))
         else:
             event = drift_steps.drift_step(str(tmp_path), current.plan_id, t0, now=t, watch=watch)
-            looks.append((t, current.plan_id, event, watch.streak, ProgressStore(store).all("w")))
+            looks.append((t, current.plan_id, event, watch.streak, ProgressStore(store, sweep=plan.sweep).all("w")))
             if event and event["kind"] == "drift":
-                res = replan.replan_from_store(PlanStore(store), ProgressStore(store), tbl, current.plan_id,
+                res = replan.replan_from_store(PlanStore(store), ProgressStore(store, sweep=plan.sweep), tbl, current.plan_id,
                                                {j: STEPS for j in jobs}, owner=f"run-{t}", solver="highs",
                                                time_limit=3, restart_overhead_s=5)
                 data = res.plan.model_dump(mode="json")
                 data["table_ref"] = "tables/root.json"
-                current = Plan.model_validate(data)
-                PlanStore(store).publish(current)
+                current = PlanStore(store).publish(Plan.model_validate(data))
                 t0, watch = t, DriftWatch(2, 5.0)  # the child's DAG run starts now, with its own watch
                 assert not current.model_extra["preempted"]  # one device per job: keeping is never worse
                 launch_ready(t)
@@ -146,7 +145,7 @@ def test_a_warm_up_ten_times_slower_than_steady_never_replans(tmp_path, monkeypa
         assert max(streak for *_, streak, _ in looks) == 1  # late once, never twice in a row
     # the records themselves said far worse: the first one's average rate (start-up and warm-up) is 10x
     # below steady, which projected the plan several times late; the estimate never used it
-    first = ProgressStore(store).get("w", "a")
+    first = ProgressStore(store, sweep=plans[0].sweep).get("w", "a")
     assert first["state"] == "done"
 
 

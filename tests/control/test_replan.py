@@ -78,10 +78,10 @@ def test_preempts_when_a_faster_config_wins_and_keeps_otherwise():
 
 def test_two_concurrent_replans_leave_exactly_one_version(tmp_path):
     store = Store(str(tmp_path))
-    ps, prog = PlanStore(store), ProgressStore(store)
+    ps = PlanStore(store)
     t = table_four()
-    p = plan_table(t, solver="highs", time_limit=5, workload="w")
-    ps.publish(p)
+    p = ps.publish(plan_table(t, solver="highs", time_limit=5, workload="w"))
+    prog = ProgressStore(store, sweep=p.sweep)
     j = sorted(p.assignments, key=lambda a: a.start_s)[0].job
     prog.put("w", j, rec(p, j, "running", 10, 100, rate=0.2))
     out = []
@@ -142,7 +142,7 @@ def test_a_job_whose_task_holds_its_lease_counts_as_running(tmp_path):
     t = table_four()
     p = plan_table(t, solver="highs", time_limit=5, workload="w")
     job = sorted(p.assignments, key=lambda a: a.start_s)[0].job
-    with leases.acquire(store, [leases.job_key("w", job)], {"job": job, "plan_id": p.plan_id}):
+    with leases.acquire(store, [leases.job_key("w", job, sweep=p.sweep)], {"job": job, "plan_id": p.plan_id}):
         recs = replan.with_leased_jobs(store, p, {})
         assert recs[job]["state"] == "running" and recs[job]["leased_only"]
         res = replan.replan_plan(t, p, recs, {j.name: 100 for j in t.jobs}, solver="highs", time_limit=3)
@@ -154,8 +154,9 @@ def test_the_records_steady_rate_now_beats_the_watchs_and_fills_in_for_none(tmp_
     store = Store(str(tmp_path))
     t = table_four()
     p = plan_table(t, solver="highs", time_limit=5, workload="w")
-    ps, prog = PlanStore(store), ProgressStore(store)
-    ps.publish(p)
+    ps = PlanStore(store)
+    p = ps.publish(p)
+    prog = ProgressStore(store, sweep=p.sweep)
     a, c = sorted(p.assignments, key=lambda x: (x.start_s, x.job))[:2]
     now = time.time()
     trail = [(now - 30 + 0.5 * i, i) for i in range(61)]  # 2 steps/s for 30 s, past warm-up

@@ -109,8 +109,13 @@ def plans_of(af, name: str):
     return sorted((p for p in PlanStore(Store(af.saturn_home)).plans() if p.workload == name), key=lambda p: p.created_at)
 
 
+def sweep_of(af, name: str) -> str:
+    """The sweep of the workload's (one) planning run: its root plan's id."""
+    return plans_of(af, name)[0].sweep
+
+
 def record(af, name: str, job_name: str) -> dict:
-    return ProgressStore(Store(af.saturn_home)).get(name, job_name) or {}
+    return ProgressStore(Store(af.saturn_home), sweep=sweep_of(af, name)).get(name, job_name) or {}
 
 
 def wait_for(cond, timeout_s: float, what: str, poll_s: float = 0.5):
@@ -124,7 +129,8 @@ def wait_for(cond, timeout_s: float, what: str, poll_s: float = 0.5):
 
 
 def loss_log(af, name: str, job_name: str) -> list[dict]:
-    return soak.read_loss_log(os.path.join(checkpoint_root(af.saturn_home, name, job_name), LOSS_LOG))
+    return soak.read_loss_log(os.path.join(checkpoint_root(af.saturn_home, name, job_name, sweep=sweep_of(af, name)),
+                                           LOSS_LOG))
 
 
 def children(pid: int) -> list[int]:
@@ -135,7 +141,7 @@ def children(pid: int) -> list[int]:
 def common_checks(af, name: str, jobs: list[str]) -> None:
     """Done exactly once, at most one checkpoint interval lost per restart, no device leased twice."""
     store = Store(af.saturn_home)
-    ends = [e for e in job_events.events(store, name) if e["event"] == "end"]
+    ends = [e for e in job_events.events(store, name, sweep_of(af, name)) if e["event"] == "end"]
     for j in jobs:
         assert sum(1 for e in ends if e["job"] == j and e["status"] == "done") == 1, (j, ends)
         spans = sorted((e["started_at"], e["ended_at"]) for e in ends if e["job"] == j)
@@ -175,7 +181,7 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
 
     def kill_task():  # SIGKILL of the Airflow task process running vit-b (the holder of its job lease)
         rec = record(af, name, "vit-b")
-        holder = leases.holder(store, leases.job_key(name, "vit-b"))
+        holder = leases.holder(store, leases.job_key(name, "vit-b", sweep=plan.sweep))
         if rec.get("state") != "running" or rec.get("step", 0) < 60 or not holder:
             return False
         os.kill(int(holder["pid"]), signal.SIGKILL)

@@ -17,6 +17,9 @@ def _plan(plan_id, rows, parent=None, reason=None, lb=100.0, created="2027-01-15
                 solver=SolverInfo(name="highs", status="optimal", time_s=0.5, gap=0.0), assignments=asg, **extra)
 
 
+SWEEP = "demo-v1"  # the root plan of the lineage below
+
+
 def lineage():
     v1 = _plan("demo-v1", [
         ("a", "fsdp", "node0", [0, 1, 2, 3], 0.0, 60.0),
@@ -80,5 +83,5 @@ def publish(store_url: str, with_table: bool = True):
     for p in plans:
         PlanStore(st).publish(p)
     for job, rec in progress().items():
-        ProgressStore(st).put("demo", job, rec)
+        ProgressStore(st, sweep=SWEEP).put("demo", job, rec)
     return st
