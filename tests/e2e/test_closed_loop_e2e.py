@@ -265,6 +265,7 @@ def test_a_real_slowdown_replans_once_after_scheduler_and_triggerer_restart(af, 
     af.wait_healthy(300)
     # then lm-slow slows 3x, from half-way (or from where it is now, if the restarts took longer)
     wait_for(lambda: record(af, name, "lm-slow").get("step", 0) >= slow_from, 900, "lm-slow half-way")
+    go.parent.mkdir(parents=True, exist_ok=True)
     go.write_text("slow down")
     began = json.loads(wait_for(lambda: (fdir / "slow-began").exists() and (fdir / "slow-began").read_text(), 300,
                                 "the slowdown began"))
