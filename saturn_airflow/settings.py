@@ -15,7 +15,8 @@ from typing import Optional
 DEFAULTS: dict[str, str] = {
     "store_url": "",             # empty: $SATURN_HOME, else $AIRFLOW_HOME/saturn (store.default_store_url)
     "solver": "highs",
-    "time_limit": "30",
+    "time_limit": "30",          # a ceiling: planning returns once the plan is optimal or within gap_tolerance
+    "gap_tolerance": "0.01",     # a plan within 1% of the lower bound is good enough to stop solving
     "drift_threshold": "0.1",    # re-plan when the projected makespan is later than planned by 10%...
     "drift_min_s": "60",         # ...and by at least 60 s
     "drift_poll_s": "5",         # how often the drift trigger reads the progress records
@@ -80,6 +81,10 @@ def solver() -> str:
 
 def time_limit() -> float:
     return get_float("time_limit")
+
+
+def gap_tolerance() -> float:
+    return get_float("gap_tolerance")
 
 
 def drift_threshold() -> float:
