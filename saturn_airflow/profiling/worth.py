@@ -1,0 +1,80 @@
+"""Which trials could still change the plan: the guided profiler's stopping rule.
+
+An unmeasured config (a job on n devices) cannot run faster than its best measured config on m < n
+devices scaled perfectly, m/n of the step time (no superlinear speedup; MARGIN below allows a little),
+with that config's start-up, checkpoint and teardown costs. Give every unmeasured config that
+optimistic runtime and plan: the optimistic plan's lower bound L bounds every plan the full profile
+could give. If the best plan from measured configs alone is within the tolerance of L, or its gain
+over L is less than the trials would cost, no trial is worth its time and profiling stops. Otherwise
+the trials worth running are the unmeasured configs the optimistic plan uses.
+
+The planner is asked here because only the plan says what a trial is worth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable
+
+MARGIN = 0.05  # optimistic step time = 95% of perfect scaling: room for a little superlinear speedup
+PLAN_S = 5.0  # seconds each of the two plans may take (small sweeps are solved exactly in far less)
+BOUND = "bound:"  # parallelism prefix of an optimistic stand-in config
+
+
+@dataclass
+class Verdict:
+    worth: list[tuple[str, int]]  # (speed group, device count) pairs to measure next
+    measured_makespan_s: float
+    bound_s: float  # no plan from any profile can beat this
+    reason: str
+    plans: dict = field(default_factory=dict)
+
+
+def optimistic_runtime(best: Config, m: int, n: int, steps: int, predict: Callable[[dict, int], float]) -> float:
+    """Whole-job seconds on n devices if the best measured config on m devices scaled perfectly (less MARGIN)."""
+    step = (best.step_s or 0.0) * m / n * (1 - MARGIN)
+    return predict({"step_s": step, "startup_s": best.startup_s or 0.0, "save_s": best.save_s or 0.0,
+                    "teardown_s": best.teardown_s or 0.0}, steps)
+
+
+def decide(measured: ProfileTable, open_counts: dict[str, dict[str, list[int]]], steps: dict[str, int],
+           group_of: dict[str, str], predict: Callable[[dict, int], float], *, tolerance: float,
+           trial_cost_s: Callable[[str, int], float], solver: str = "highs") -> Verdict:
+    """`open_counts[job]` maps nothing measured yet: device counts with an untried config, per job (via its
+    speed group). `trial_cost_s(group, n)` estimates what measuring (group, n) costs in sweep wall time."""
+    from saturn_airflow.planner import plan_table
+
+    jobs = []
+    for jp in measured.jobs:
+        extra = []
+        for n in open_counts.get(jp.name, []):
+            below = [c for c in jp.configs if c.gpus < n and c.step_s]
+            if not below:
+                continue
+            best = min(below, key=lambda c: (c.step_s or 0.0) * c.gpus)  # most device-efficient
+            extra.append(Config(parallelism=f"{BOUND}{n}", gpus=n, gpu_type=best.gpu_type,
+                                runtime_s=optimistic_runtime(best, best.gpus, n, steps[jp.name], predict)))
+        jobs.append(JobProfile(name=jp.name, configs=list(jp.configs) + extra))
+    optimistic = ProfileTable(cluster=measured.cluster, jobs=jobs)
+    p_meas = plan_table(measured, solver=solver, time_limit=PLAN_S, tolerance=0.0)
+    p_opt = plan_table(optimistic, solver=solver, time_limit=PLAN_S, tolerance=0.0)
+    bound = min(p_opt.lower_bound_s, p_meas.makespan_s)
+    span = p_meas.makespan_s
+    plans = {"measured_s": span, "optimistic_s": p_opt.makespan_s, "optimistic_status": p_opt.solver.status,
+             "measured_status": p_meas.solver.status}
+    gain = span - bound
+    if gain <= tolerance * span + 1e-9:
+        return Verdict([], span, bound, f"no trial can shorten the plan by more than {100 * gain / span:.1f}%", plans)
+    used = sorted({(group_of[a.job], a.gpus) for a in p_opt.assignments if a.parallelism.startswith(BOUND)})
+    if not used:
+        return Verdict([], span, bound, "the optimistic plan uses measured configs only", plans)
+    cost = sum(trial_cost_s(g, n) for g, n in used)
+    if gain <= cost:
+        return Verdict([], span, bound, f"the trials would cost {cost:.0f}s, more than the {gain:.0f}s they could save",
+                       plans)
+    return Verdict(used, span, bound, f"up to {gain:.0f}s to gain for about {cost:.0f}s of trials", plans)
+
+
+__all__ = ["decide", "Verdict", "optimistic_runtime", "MARGIN"]
