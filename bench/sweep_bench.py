@@ -450,20 +450,32 @@ def main() -> int:
         f"load {os.getloadavg()}")
     rows: list[Row] = []
     table = None
+    reference: dict = {}
     t_all = time.time()
+    if {"current", "baselines"} & set(names):
+        from saturn_airflow.profiling.profiler import profile_workload
+        from saturn_airflow.store.files import Store
+
+        log("profiling every config once (strategy full, untimed): the table current practice and the "
+            "baselines run from")
+        store = fresh_store("ref")
+        t = time.time()
+        table = profile_workload(wl, store=Store(store), devices=devices, strategy="full",
+                                 progress=lambda s: log("  " + s))
+        shutil.rmtree(store, ignore_errors=True)
+        full_plan = plan_table(table, workload=wl.name)
+        reference = {"full_profile_s": time.time() - t, "full_profile_trials": table.profile_stats["trials_run"],
+                     "full_profile_confirm_trials": table.profile_stats["confirm_trials"],
+                     "saturn_planned_on_full_table_s": full_plan.makespan_s,
+                     "configs": {jp.name: [f"{c.parallelism} x{c.gpus}: {c.runtime_s:.1f}s" for c in jp.configs]
+                                 for jp in table.jobs}}
+        log(f"  full profile {reference['full_profile_s']:.0f}s; saturn's plan on it: {full_plan.makespan_s:.0f}s")
     for rnd in range(args.rounds):
         order = names[rnd % len(names):] + names[:rnd % len(names)]
         for name in order:
-            needs_table = name in ("current", "baselines")
-            if needs_table and table is None:
-                from saturn_airflow.profiling.profiler import profile_workload
-                from saturn_airflow.store.files import Store
-
-                log("profiling once (untimed) for the table the baselines run from")
-                table = profile_workload(wl, store=Store(fresh_store("ref")), devices=devices)
             log(f"round {rnd}: {name}")
             if name == "saturn":
-                row, table = run_saturn(wl, str(wpath), devices, rnd)
+                row, _ = run_saturn(wl, str(wpath), devices, rnd)
                 rows.append(row)
             elif name == "saturn-airflow":
                 rows.append(run_airflow(str(wpath), rnd))
@@ -495,7 +507,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_all)),
         "command": "bench/sweep_bench.py " + " ".join(sys.argv[1:]),
-        "rows": [asdict(r) for r in rows], "summary": summary(rows),
+        "rows": [asdict(r) for r in rows], "summary": summary(rows), "reference": reference,
         "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
     }
     out = Path(args.out or ROOT / "bench" / "results" /

@@ -24,7 +24,8 @@ from saturn_airflow import settings
 
 from saturn_airflow.execution import leases
 
-from saturn_airflow.tasks import orchestrate
+from saturn_airflow.tasks import events as job_events
+from saturn_airflow.tasks import training as training_steps
 from saturn_airflow.store.files import PlanStore, Store
 
 
@@ -49,12 +50,12 @@ class SaturnTrainOperator(BaseOperator):
         except BaseException as e:
             ti = context["ti"]
             if getattr(ti, "try_number", 1) >= (self.retries or 0) + 1:  # the last attempt
-                orchestrate.mark_failed(store, plan, self.job, f"{type(e).__name__}: {e}")
+                training_steps.mark_failed(store, plan, self.job, f"{type(e).__name__}: {e}")
             raise
 
     def _execute(self, store: Store, plan, context):
         a = plan.assignment(self.job)
-        verdict, why = orchestrate.start_decision(store, plan, self.job)
+        verdict, why = training_steps.start_decision(store, plan, self.job)
         self.log.info("%s: %s", verdict, why)
         if verdict == "done":
             return {"job": self.job, "status": "done", "ran": False}
@@ -63,9 +64,9 @@ class SaturnTrainOperator(BaseOperator):
         keys = [leases.job_key(plan.workload, self.job)] + [leases.device_key(a.node, g) for g in a.gpu_ids]
         owner = {"job": self.job, "plan_id": self.plan_id, "workload": plan.workload, "dag_run": context["run_id"]}
         kept = self.job in ((plan.model_extra or {}).get("kept") or [])
-        timeout = None if kept else settings.get_float("lease_timeout_s")
+        timeout = None if kept else settings.lease_timeout_s()
         with leases.acquire(store, keys, owner, timeout_s=timeout, log=self.log.info):
-            verdict, why = orchestrate.start_decision(store, plan, self.job)  # the world may have moved while we waited
+            verdict, why = training_steps.start_decision(store, plan, self.job)  # the world may have moved while we waited
             if verdict == "done":
                 self.log.info("%s", why)
                 return {"job": self.job, "status": "done", "ran": False}
@@ -74,7 +75,7 @@ class SaturnTrainOperator(BaseOperator):
             return self._run(store, plan, a, context)
 
     def _run(self, store: Store, plan, a, context) -> dict:
-        from saturn_airflow.execution.launch import run_job  # torch side (issue 3)
+        from saturn_airflow.execution.launch import run_job  # torch side: imported only when a job runs
 
         wl_path = (plan.model_extra or {}).get("workload_path")
         preempted_by: list[str] = []
@@ -82,7 +83,7 @@ class SaturnTrainOperator(BaseOperator):
         def watch():
             while not self._stop.wait(self.watch_s):
                 try:
-                    child = orchestrate.preempt_check(store, plan, self.job)
+                    child = training_steps.preempt_check(store, plan, self.job)
                 except Exception as e:  # pragma: no cover
                     self.log.warning("preemption check failed: %s", e)
                     continue
@@ -95,7 +96,7 @@ class SaturnTrainOperator(BaseOperator):
         watcher = threading.Thread(target=watch, name="saturn-preempt-watch", daemon=True)
         watcher.start()
         started = time.time()
-        orchestrate.record_event(store, plan.workload, {"event": "start", "job": self.job, "plan_id": plan.plan_id,
+        job_events.record_event(store, plan.workload, {"event": "start", "job": self.job, "plan_id": plan.plan_id,
                                                         "device_ids": a.gpu_ids, "node": a.node,
                                                         "try": context["ti"].try_number})
         self.log.info("running %s: %s on %s devices %s (planned %.0f s)", self.job, a.parallelism, a.node, a.gpu_ids,
@@ -110,7 +111,7 @@ class SaturnTrainOperator(BaseOperator):
             self._stop.set()
             watcher.join(timeout=5)
             ended = time.time()
-            orchestrate.record_event(store, plan.workload, {"event": "end", "job": self.job, "plan_id": plan.plan_id,
+            job_events.record_event(store, plan.workload, {"event": "end", "job": self.job, "plan_id": plan.plan_id,
                                                             "status": status, "started_at": started,
                                                             "ended_at": ended, "device_ids": a.gpu_ids})
         out = {"job": self.job, "status": status, "ran": True, "started_at": started, "ended_at": ended,

@@ -33,7 +33,7 @@ def resolve(path: str) -> Callable:
 
 
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the last dimension (DESIGN.md default)."""
+    """Cross-entropy over the last dimension (the workload contract's default)."""
     return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]).float(), targets.reshape(-1))
 
 
@@ -187,10 +187,6 @@ def known_to(samples: list[float], precision: float) -> bool:
     mad = statistics.median(abs(x - med) for x in samples)
     half = 1.96 * 1.2533 * 1.4826 * mad / n ** 0.5
     return med > 0 and half <= precision * med
-
-
-class Infeasible(Exception):
-    """A config that cannot run for a reason known before trying (a static check)."""
 
 
 @dataclass

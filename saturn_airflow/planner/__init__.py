@@ -20,10 +20,8 @@ from saturn_airflow.planner.list_scheduler import Placement, list_schedule
 from saturn_airflow.planner.anytime import optimize
 from saturn_airflow.planner.solvers import SOLVERS
 
-DEFAULT_SOLVER = "highs"  # measured better than CBC (docs/benchmarks-planner.md, ../shared/notes/milp.md)
-DEFAULT_TIME_LIMIT = 30.0
 
-__all__ = ["plan_table", "PinnedJob", "lower_bound", "BASELINES", "SOLVERS", "DEFAULT_SOLVER", "DEFAULT_TIME_LIMIT"]
+__all__ = ["plan_table", "PinnedJob", "lower_bound", "BASELINES", "SOLVERS"]
 
 
 def _assignments(inst: Instance, placements: list[Placement]) -> list[Assignment]:
@@ -50,14 +48,17 @@ def _validate_args(solver: str, time_limit: float, baseline: Optional[str], tole
         raise SaturnInputError(f"unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
 
 
-def plan_table(table: ProfileTable, *, solver: str = DEFAULT_SOLVER, time_limit: float = DEFAULT_TIME_LIMIT,
+def plan_table(table: ProfileTable, *, solver: Optional[str] = None, time_limit: Optional[float] = None,
                baseline: Optional[str] = None, workload: str = "workload", parent_plan_id: Optional[str] = None,
                pinned: Optional[dict[str, PinnedJob]] = None, seed: int = 0,
                progress: Optional[Callable[[str], None]] = None, tolerance: Optional[float] = None) -> Plan:
-    """A valid plan for `table`: the named baseline, or the optimizer's best within `time_limit` seconds.
+    """A valid plan for `table`: the named baseline, or the optimizer's best within `time_limit` seconds
+    (defaults: the `solver` and `time_limit` settings).
 
     The optimizer returns as soon as its plan is proven optimal, or within `tolerance` (a fraction;
     default the `gap_tolerance` setting) of the lower bound; `time_limit` is only a ceiling."""
+    solver = settings.solver() if solver is None else solver
+    time_limit = settings.time_limit() if time_limit is None else time_limit
     tolerance = settings.gap_tolerance() if tolerance is None else tolerance
     _validate_args(solver, time_limit, baseline, tolerance)
     t0 = time.monotonic()

@@ -24,7 +24,6 @@ DECOMPOSE_NODES = 2  # measured: per-node beats one joint model already at 32 jo
 MIN_SOLVE_S = 1.0
 HEURISTIC_SHARE = 0.6  # measured: in 30 s the MILP rarely beats more annealing (docs/benchmarks-planner.md)
 SOLVER_SHARE = 0.85
-DEFAULT_TOLERANCE = 0.01  # a plan within 1% of the lower bound is returned at once
 QUICK_S = 0.05  # the first heuristic plan: constructions and a short annealing
 EXACT_MAX_JOBS = 12  # the exact search is tried up to this many free jobs (docs/benchmarks-planner.md)
 EXACT_SHARE = 0.5  # of the time limit, at most...
@@ -98,8 +97,8 @@ def within(span: float, bound: float, tolerance: float) -> bool:
     return span <= bound * (1 + 1e-9) or (span > 0 and (span - bound) / span <= tolerance)
 
 
-def optimize(inst: Instance, lower_bound: float, *, solver: str = "highs", time_limit: float = 30.0,
-             seed: int = 0, progress=None, tolerance: float = DEFAULT_TOLERANCE) -> Outcome:
+def optimize(inst: Instance, lower_bound: float, *, solver: str, time_limit: float,
+             seed: int = 0, progress=None, tolerance: float = 0.0) -> Outcome:
     t0 = time.monotonic()
     deadline = t0 + time_limit
     jobs = inst.free_jobs

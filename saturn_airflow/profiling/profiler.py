@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from saturn_airflow.errors import SaturnInputError
-from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable
+from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable, undominated
 from saturn_airflow.store.files import Store
 from saturn_airflow.spec.workload import JobSpec, Workload
 
@@ -39,6 +39,9 @@ DEFAULT_WARMUP = int(os.environ.get("SATURN_PROFILE_WARMUP", 3))
 DEFAULT_MEASURE = int(os.environ.get("SATURN_PROFILE_MEASURE", 5))  # at least this many measured steps...
 DEFAULT_MEASURE_S = float(os.environ.get("SATURN_PROFILE_MEASURE_S", 3.0))  # ...and this many seconds of them
 DEFAULT_TRIAL_TIMEOUT_S = float(os.environ.get("SATURN_PROFILE_TRIAL_TIMEOUT_S", 300.0))
+# ...unless the median step time is known to this fraction sooner (0: always measure_s); more steps would
+# not change the prediction, whose error is launch-to-launch variation (docs/benchmarks-torch.md)
+DEFAULT_PRECISION = float(os.environ.get("SATURN_PROFILE_PRECISION", 0.02))
 # Close calls: when the runner-up on the same device count is within this fraction of the fastest, the
 # fastest gets a second trial (fresh processes) and the two are averaged. Picking the minimum of noisy
 # trials favours the one that got lucky (measured here: a 2-rank gloo pipeline ran one trial at 0.079
@@ -207,9 +210,6 @@ class ProfileStats:
 
 
 STRATEGIES = ("guided", "full")
-DEFAULT_STRATEGY = os.environ.get("SATURN_PROFILE_STRATEGY", "guided")
-# Trials stop timing steps once the median step time is known to this fraction (0: always measure_s).
-DEFAULT_PRECISION = float(os.environ.get("SATURN_PROFILE_PRECISION", 0.02))
 GUIDED_ROUNDS = 6  # rounds of "which trials could change the plan" before measuring the rest outright
 
 
@@ -219,7 +219,7 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
                      measure_s: float = DEFAULT_MEASURE_S, precision: float = DEFAULT_PRECISION,
                      trial_timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S, reduce: str = "per-count",
                      ckpt_every_s: Optional[float] = None, confirm_within: float = DEFAULT_CONFIRM_WITHIN,
-                     strategy: str = DEFAULT_STRATEGY, tolerance: Optional[float] = None) -> ProfileTable:
+                     strategy: Optional[str] = None, tolerance: Optional[float] = None) -> ProfileTable:
     """Profile `workload`'s jobs (or those named) on `devices` (default: all of this machine's) and
     return the profile table; `table.profile_stats` says what it cost and what the cache and pruning saved.
 
@@ -231,6 +231,9 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
     from saturn_airflow.execution.devices import available_devices, device_type_name
     from saturn_airflow.parallelisms import get_parallelism
 
+    from saturn_airflow import settings
+
+    strategy = settings.profile_strategy() if strategy is None else strategy
     if strategy not in STRATEGIES:
         raise SaturnInputError(f"unknown profiling strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     t_start = time.time()
@@ -570,23 +573,8 @@ def fastest_per_count(configs: list[Config]) -> list[Config]:
 
 
 def dominance_filter(configs: list[Config]) -> list[Config]:
-    """Keep a config only if no other is at least as fast on at most as many devices (one strictly).
-
-    A dominated config can be swapped for its dominator in any schedule without making it longer,
-    so dropping it never changes the optimal makespan; it only shrinks the MILP.
-    """
-    keep = []
-    for c in configs:
-        dominated = False
-        for o in configs:
-            if o is c:
-                continue
-            if o.gpus <= c.gpus and o.runtime_s <= c.runtime_s and (o.gpus < c.gpus or o.runtime_s < c.runtime_s
-                                                                    or id(o) < id(c)):
-                dominated = True
-                break
-        if not dominated:
-            keep.append(c)
+    """The undominated configs (fewer devices or faster than every other), by device count."""
+    keep = undominated(configs, gpus=lambda c: c.gpus, runtime=lambda c: c.runtime_s)
     return sorted(keep, key=lambda c: (c.gpus, c.runtime_s))
 
 

@@ -22,12 +22,13 @@ from typing import Any, Iterator, Optional
 
 import fsspec
 
+from saturn_airflow.errors import NotFoundError
 from saturn_airflow.store.atomic import write_atomic
 from saturn_airflow.spec.plan import Plan, parse_plan
 
 
 def default_store_url() -> str:
-    """$SATURN_HOME, else $AIRFLOW_HOME/saturn, else ~/airflow/saturn (DESIGN.md)."""
+    """$SATURN_HOME, else $AIRFLOW_HOME/saturn, else ~/airflow/saturn."""
     if os.environ.get("SATURN_HOME"):
         return os.environ["SATURN_HOME"]
     for key in ("AIRFLOW__SATURN__STORE_URL",):
@@ -123,7 +124,7 @@ class PlanStore:
     def get(self, plan_id: str) -> Plan:
         data = self.store.read_json(f"plans/{plan_id}.json")
         if data is None:
-            raise KeyError(f"no plan {plan_id!r} in {self.store.url}")
+            raise NotFoundError(f"no plan {plan_id!r} in {self.store.url}")
         return parse_plan(data, source=f"plan {plan_id}")
 
     def ids(self) -> list[str]:
@@ -169,6 +170,14 @@ class ProgressStore:
 
     def get(self, workload: str, job: str) -> Optional[dict]:
         return self.store.read_json(f"progress/{workload}/{job}.json")
+
+    def mark_failed(self, workload: str, job: str, *, plan_id: str, message: str, **fields: Any) -> None:
+        """Record that a job's attempt failed where the runner could not say so itself (killed, or failed
+        before it started), so the drift watch counts the job as finished instead of waiting forever."""
+        now = time.time()
+        rec = self.get(workload, job) or {}
+        self.put(workload, job, {**rec, **fields, "plan_id": plan_id, "state": "failed", "updated_at": now,
+                                 "finished_at": now, "error": message[:500]})
 
     def all(self, workload: str) -> dict[str, dict]:
         return {name: self.get(workload, name) for name in self.store.list(f"progress/{workload}")}

@@ -4,7 +4,6 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -21,7 +20,7 @@ def test_exclusive_and_released(tmp_path):
     # all-or-nothing: b must not have kept device 1
     assert leases.holder(s, leases.device_key("n", 1)) is None
     a.release()
-    with leases.acquire(s, [leases.device_key("n", 0)], {"job": "b"}) as b:
+    with leases.acquire(s, [leases.device_key("n", 0)], {"job": "b"}):
         assert leases.holder(s, leases.device_key("n", 0))["job"] == "b"
     assert leases.holder(s, leases.device_key("n", 0)) is None
     assert leases.overlaps(leases.history(s)) == []
