@@ -515,7 +515,9 @@ def _guided(workload, selected, groups, job_group, trials, run_batch, from_cache
         open_counts = {j.name: sorted({t.n for t in untried(job_group[j.name])}) for j in selected}
         if measured is None or not any(open_counts.values()):
             break
-        verdict = decide(measured, open_counts, steps, job_group,
+        resolved = {j.name: {t.n for t in trials.values() if t.group == job_group[j.name]} -
+                    {t.n for t in untried(job_group[j.name])} for j in selected}
+        verdict = decide(measured, open_counts, resolved, steps, job_group,
                          lambda r, s: predict_runtime(r, s, ckpt_every_s), tolerance=tol, trial_cost_s=cost)
         say(f"[profile] plan from measured configs {verdict.measured_makespan_s:.0f}s, no plan below "
             f"{verdict.bound_s:.0f}s: {verdict.reason}")

@@ -1,12 +1,14 @@
 """Which trials could still change the plan: the guided profiler's stopping rule.
 
-An unmeasured config (a job on n devices) cannot run faster than its best measured config on m < n
-devices scaled perfectly, m/n of the step time (no superlinear speedup; MARGIN below allows a little),
-with that config's start-up, checkpoint and teardown costs. Give every unmeasured config that
-optimistic runtime and plan: the optimistic plan's lower bound L bounds every plan the full profile
-could give. If the best plan from measured configs alone is within the tolerance of L, or its gain
-over L is less than the trials would cost, no trial is worth its time and profiling stops. Otherwise
-the trials worth running are the unmeasured configs the optimistic plan uses.
+Assume no superlinear speedup: a job's best device time per step (devices x seconds per step, its
+fastest config on that count) does not fall as the device count grows. So once every config of a job
+on m devices is measured (or pruned), no config on n > m devices can step faster than m/n of the best
+one there (MARGIN below leaves room for a little superlinear speedup), and each larger count gets
+that optimistic runtime, with the measured config's start-up, checkpoint and teardown costs. Plan
+with those stand-ins: the optimistic plan's lower bound L bounds every plan the full profile could
+give. If the best plan from measured configs alone is within the tolerance of L, or its gain over L
+is less than the trials would cost, no trial is worth its time and profiling stops. Otherwise the
+trials worth running are the unmeasured counts the optimistic plan uses.
 
 The planner is asked here because only the plan says what a trial is worth.
 """
@@ -34,28 +36,35 @@ class Verdict:
 
 def optimistic_runtime(best: Config, m: int, n: int, steps: int, predict: Callable[[dict, int], float]) -> float:
     """Whole-job seconds on n devices if the best measured config on m devices scaled perfectly (less MARGIN)."""
-    step = (best.step_s or 0.0) * m / n * (1 - MARGIN)
-    return predict({"step_s": step, "startup_s": best.startup_s or 0.0, "save_s": best.save_s or 0.0,
-                    "teardown_s": best.teardown_s or 0.0}, steps)
+    x = best.model_extra or {}
+    step = (x.get("step_s") or 0.0) * m / n * (1 - MARGIN)
+    return predict({"step_s": step, **{k: x.get(k) or 0.0 for k in ("startup_s", "save_s", "teardown_s")}}, steps)
 
 
-def decide(measured: ProfileTable, open_counts: dict[str, dict[str, list[int]]], steps: dict[str, int],
-           group_of: dict[str, str], predict: Callable[[dict, int], float], *, tolerance: float,
-           trial_cost_s: Callable[[str, int], float], solver: str = "highs") -> Verdict:
-    """`open_counts[job]` maps nothing measured yet: device counts with an untried config, per job (via its
-    speed group). `trial_cost_s(group, n)` estimates what measuring (group, n) costs in sweep wall time."""
+def decide(measured: ProfileTable, open_counts: dict[str, list[int]], resolved: dict[str, set[int]],
+           steps: dict[str, int], group_of: dict[str, str], predict: Callable[[dict, int], float], *,
+           tolerance: float, trial_cost_s: Callable[[str, int], float], solver: str = "highs") -> Verdict:
+    """`open_counts[job]`: device counts with configs not measured yet; `resolved[job]`: counts whose every
+    config is measured or pruned (the bound's basis). `trial_cost_s(group, n)` estimates what measuring
+    the open configs of (group, n) costs in sweep wall time."""
     from saturn_airflow.planner import plan_table
 
     jobs = []
     for jp in measured.jobs:
+        best_at: dict[int, Config] = {}
+        for c in jp.configs:
+            step = (c.model_extra or {}).get("step_s")
+            if step and c.gpus in resolved.get(jp.name, set()):
+                if c.gpus not in best_at or step < best_at[c.gpus].model_extra["step_s"]:
+                    best_at[c.gpus] = c
         extra = []
         for n in open_counts.get(jp.name, []):
-            below = [c for c in jp.configs if c.gpus < n and c.step_s]
+            below = [c for m, c in best_at.items() if m < n]
             if not below:
                 continue
-            best = min(below, key=lambda c: (c.step_s or 0.0) * c.gpus)  # most device-efficient
-            extra.append(Config(parallelism=f"{BOUND}{n}", gpus=n, gpu_type=best.gpu_type,
-                                runtime_s=optimistic_runtime(best, best.gpus, n, steps[jp.name], predict)))
+            basis = max(below, key=lambda c: c.model_extra["step_s"] * c.gpus)  # the tightest: least efficient best
+            extra.append(Config(parallelism=f"{BOUND}{n}", gpus=n, gpu_type=basis.gpu_type,
+                                runtime_s=optimistic_runtime(basis, basis.gpus, n, steps[jp.name], predict)))
         jobs.append(JobProfile(name=jp.name, configs=list(jp.configs) + extra))
     optimistic = ProfileTable(cluster=measured.cluster, jobs=jobs)
     p_meas = plan_table(measured, solver=solver, time_limit=PLAN_S, tolerance=0.0)

@@ -23,8 +23,8 @@ def predict(r, steps):
 
 def _decide(runtimes, cost=10.0, tolerance=0.01, devices=2):
     steps = {j: int(t - 5) for j, t in runtimes.items()}
-    return decide(measured(runtimes, devices), {j: [2] for j in runtimes}, steps, {j: f"g-{j}" for j in runtimes},
-                  predict, tolerance=tolerance, trial_cost_s=lambda g, n: cost)
+    return decide(measured(runtimes, devices), {j: [2] for j in runtimes}, {j: {1} for j in runtimes}, steps,
+                  {j: f"g-{j}" for j in runtimes}, predict, tolerance=tolerance, trial_cost_s=lambda g, n: cost)
 
 
 def test_optimistic_runtime_is_perfect_scaling_less_the_margin():
@@ -47,3 +47,17 @@ def test_an_idle_device_makes_the_larger_count_worth_measuring():
 def test_trials_that_cost_more_than_they_can_save_are_skipped():
     v = _decide({"a": 25.0}, cost=30.0)  # at most ~10 s to gain for 30 s of trials
     assert v.worth == [] and "would cost" in v.reason
+
+
+def test_the_bound_rests_on_fully_measured_counts_only():
+    """A count with configs still open is no basis: one job measured on 1 device (1 s/step) and, partly,
+    on 2 (0.9 s/step: its other configs are open), 4 devices: the 4-device stand-in scales the 1-device
+    config, not the partly measured 2-device one."""
+    t = ProfileTable.model_validate({"cluster": {"nodes": [{"name": "n0", "gpus": 4}]}, "jobs": [
+        {"name": "a", "configs": [
+            {"parallelism": "single", "gpus": 1, "runtime_s": 1005.0, "step_s": 1.0, "startup_s": 5.0},
+            {"parallelism": "ddp", "gpus": 2, "runtime_s": 905.0, "step_s": 0.9, "startup_s": 5.0}]}]})
+    v = decide(t, {"a": [2, 4]}, {"a": {1}}, {"a": 1000}, {"a": "g"}, predict, tolerance=0.01,
+               trial_cost_s=lambda g, n: 1.0)
+    assert v.bound_s == pytest.approx(5.0 + 1000 * 0.25 * (1 - MARGIN))
+    assert ("g", 4) in v.worth
