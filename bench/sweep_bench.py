@@ -396,6 +396,10 @@ def markdown(result: dict) -> str:
         return "-" if v is None else f"{v:.0f}{unit}" if v >= 10 else f"{v:.1f}{unit}"
 
     for r in rows:
+        if r["notes"].get("error"):
+            lines.append(f"| {r['strategy']} | {r['round']} | {r['started_at']} | - | failed: {r['notes']['error'][:80]} "
+                         "| | | | | | |")
+            continue
         if r.get("same_as"):
             lines.append(f"| {r['strategy']} | {r['round']} | - | - | same plan as {r['same_as']} | | | | | | |")
             continue
@@ -409,10 +413,11 @@ def markdown(result: dict) -> str:
 
 def summary(rows: list[Row]) -> dict:
     def mean(name):
-        vals = [r.wall_s for r in rows if r.strategy == name and not r.same_as]
+        vals = [r.wall_s for r in rows if r.strategy == name and not r.same_as and not r.notes.get("error")]
         return statistics.mean(vals) if vals else None
 
     out = {k: mean(k) for k in ("saturn", "saturn-airflow", "current", "per-device", *OTHER_BASELINES)}
+    rows = [r for r in rows if not r.notes.get("error")]
     if out["saturn"]:
         if out["current"]:
             out["saturn_vs_current"] = out["saturn"] / out["current"]
@@ -453,6 +458,8 @@ def main() -> int:
     table = None
     reference: dict = {}
     t_all = time.time()
+    out = Path(args.out or ROOT / "bench" / "results" /
+               f"sweep_bench-{wl.name}-{time.strftime('%Y-%m-%d-%H%M', time.gmtime(t_all))}.json")
     if {"current", "baselines"} & set(names):
         from saturn_airflow.profiling.profiler import profile_workload
         from saturn_airflow.store.files import Store
@@ -469,39 +476,36 @@ def main() -> int:
                      "full_profile_confirm_trials": table.profile_stats["confirm_trials"],
                      "saturn_planned_on_full_table_s": full_plan.makespan_s,
                      "configs": {jp.name: [f"{c.parallelism} x{c.gpus}: {c.runtime_s:.1f}s" for c in jp.configs]
-                                 for jp in table.jobs}}
+                                 for jp in table.jobs},
+                     "predicted_makespan_s": {b: plan_table(table, baseline=b, workload=wl.name).makespan_s
+                                              for b in ("current-practice", *OTHER_BASELINES)}}
         log(f"  full profile {reference['full_profile_s']:.0f}s; saturn's plan on it: {full_plan.makespan_s:.0f}s")
     for rnd in range(args.rounds):
         order = names[rnd % len(names):] + names[:rnd % len(names)]
         for name in order:
             log(f"round {rnd}: {name}")
-            if name == "saturn":
-                row, _ = run_saturn(wl, str(wpath), devices, rnd)
-                rows.append(row)
-            elif name == "saturn-airflow":
-                rows.append(run_airflow(str(wpath), rnd))
-            elif name == "current":
-                plan = plan_table(table, baseline="current-practice", workload=wl.name)
-                rows.append(run_plan_strategy("current", wl, str(wpath), plan, devices, rnd))
-            elif name == "per-device":
-                rows.append(run_per_device(wl, str(wpath), devices, rnd))
-            elif name == "baselines":
-                done_sigs = {}
-                for b in OTHER_BASELINES:
-                    plan = plan_table(table, baseline=b, workload=wl.name)
-                    sig = signature(plan)
-                    cur = signature(plan_table(table, baseline="current-practice", workload=wl.name))
-                    if sig == cur:
-                        done_sigs.setdefault(sig, "current")
-                    if sig in done_sigs:
-                        rows.append(Row(b, rnd, 0.0, load_now(), load_now(), time.strftime("%H:%M"),
-                                        planned_s=plan.makespan_s, same_as=done_sigs[sig]))
-                        log(f"  {b}: same plan as {done_sigs[sig]}")
-                        continue
-                    done_sigs[sig] = b
-                    rows.append(run_plan_strategy(b, wl, str(wpath), plan, devices, rnd))
+            try:
+                run_strategy(name, rnd, wl, wpath, devices, table, rows)
+            except Exception as e:  # noqa: BLE001 - one broken strategy must not lose the others' rows
+                import traceback
+
+                traceback.print_exc()
+                rows.append(Row(name, rnd, 0.0, load_now(), load_now(), time.strftime("%H:%M"),
+                                notes={"error": f"{type(e).__name__}: {e}"}))
             r = rows[-1]
             log(f"round {rnd}: {r.strategy} took {r.wall_s:.1f}s (load {r.load_before} -> {r.load_after})")
+            write_result(out, wpath, wl, devices, args, rows, reference, t_all)
+    result = write_result(out, wpath, wl, devices, args, rows, reference, t_all)
+    md = markdown(result)
+    print(md)
+    print(json.dumps(result["summary"], indent=1))
+    if args.md:
+        Path(args.md).write_text(md)
+    log(f"raw rows: {out}")
+    return 0
+
+
+def write_result(out: Path, wpath: Path, wl, devices, args, rows, reference, t_all) -> dict:
     result = {
         "workload": str(wpath.relative_to(ROOT)) if wpath.is_relative_to(ROOT) else str(wpath),
         "jobs": len(wl.jobs), "devices": devices, "rounds": args.rounds,
@@ -511,16 +515,36 @@ def main() -> int:
         "rows": [asdict(r) for r in rows], "summary": summary(rows), "reference": reference,
         "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
     }
-    out = Path(args.out or ROOT / "bench" / "results" /
-               f"sweep_bench-{wl.name}-{time.strftime('%Y-%m-%d-%H%M', time.gmtime(t_all))}.json")
     out.write_text(json.dumps(result, indent=1))
-    md = markdown(result)
-    print(md)
-    print(json.dumps(result["summary"], indent=1))
-    if args.md:
-        Path(args.md).write_text(md)
-    log(f"raw rows: {out}")
-    return 0
+    return result
+
+
+def run_strategy(name: str, rnd: int, wl, wpath: Path, devices: list[int], table, rows: list) -> None:
+    if name == "saturn":
+        row, _ = run_saturn(wl, str(wpath), devices, rnd)
+        rows.append(row)
+    elif name == "saturn-airflow":
+        rows.append(run_airflow(str(wpath), rnd))
+    elif name == "current":
+        plan = plan_table(table, baseline="current-practice", workload=wl.name)
+        rows.append(run_plan_strategy("current", wl, str(wpath), plan, devices, rnd))
+    elif name == "per-device":
+        rows.append(run_per_device(wl, str(wpath), devices, rnd))
+    elif name == "baselines":
+        done_sigs = {}
+        for b in OTHER_BASELINES:
+            plan = plan_table(table, baseline=b, workload=wl.name)
+            sig = signature(plan)
+            cur = signature(plan_table(table, baseline="current-practice", workload=wl.name))
+            if sig == cur:
+                done_sigs.setdefault(sig, "current")
+            if sig in done_sigs:
+                rows.append(Row(b, rnd, 0.0, load_now(), load_now(), time.strftime("%H:%M"),
+                                planned_s=plan.makespan_s, same_as=done_sigs[sig]))
+                log(f"  {b}: same plan as {done_sigs[sig]}")
+                continue
+            done_sigs[sig] = b
+            rows.append(run_plan_strategy(b, wl, str(wpath), plan, devices, rnd))
 
 
 if __name__ == "__main__":
