@@ -172,12 +172,26 @@ class Task:
     predicted_s: Optional[float] = None
 
 
+_LAUNCHED: list = []  # every runner process this bench started, stopped at exit if still running
+
+
+def _stop_launched() -> None:
+    import signal
+
+    for p in _LAUNCHED:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def _launch(wpath: str, task: Task, store: str, t0: float, done: "list", lock: threading.Lock,
             wake: threading.Event) -> threading.Thread:
     def work():
         start = time.time() - t0
         r = run_job(wpath, task.job, parallelism=task.parallelism, knobs=task.knobs, device_ids=task.device_ids,
-                    store_url=store, plan_id="bench", log=lambda s: None)
+                    store_url=store, plan_id="bench", log=lambda s: None, on_start=_LAUNCHED.append)
         end = time.time() - t0
         with lock:
             done.append(JobRun(task.job, task.parallelism, task.device_ids, start, end, r.status, task.predicted_s))
@@ -262,7 +276,7 @@ def _errors(runs: list[JobRun]) -> list[float]:
 
 
 def fresh_store(tag: str) -> str:
-    return tempfile.mkdtemp(prefix=f"i11-sweep-{tag}-")
+    return tempfile.mkdtemp(prefix=f"sweep-bench-{tag}-")
 
 
 def run_saturn(wl, wpath: str, devices: list[int], rnd: int) -> tuple[Row, object]:
@@ -321,15 +335,20 @@ def run_airflow(wpath: str, rnd: int) -> Row:
     from saturn_airflow.store.files import PlanStore, ProgressStore, Store
 
     port = next(p for p in PORTS if _port_free(p))
-    af = AirflowHarness(home=tempfile.mkdtemp(prefix="i11-airflow-"), port=port, parallelism=8)
+    # a shared, busy machine: the task runners' calls to the api-server get 60 s instead of 5 s
+    af = AirflowHarness(home=tempfile.mkdtemp(prefix="sweep-bench-airflow-"), port=port, parallelism=8,
+                        env={"AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60"})
     log(f"  starting Airflow on port {port} (home {af.home}); its start-up is not timed")
     af.start()
+    ok = False
     try:
         af.wait_dag("saturn_plan")
         wl = load_workload(wpath)
         load0, at, t0 = load_now(), time.strftime("%H:%M"), time.time()
         run_id = af.trigger("saturn_plan", {"workload": str(wpath)})
         state = af.wait_run("saturn_plan", run_id, timeout_s=3600)
+        if state != "success":
+            raise RuntimeError(f"the planning run ended {state}; logs in {af.home} (kept)")
         tis = {t["task_id"]: t for t in af.task_instances("saturn_plan", run_id)}
         store = Store(af.saturn_home)
         progress = ProgressStore(store)
@@ -359,8 +378,10 @@ def run_airflow(wpath: str, rnd: int) -> Row:
                   notes={"planning_run": state, "plans": len(ids), "replans": max(0, len(ids) - 1),
                          "trigger_to_first_job_s": first - t0,
                          "jobs_done": sum(1 for r in recs.values() if r.get("state") == "done")})
+        ok = True
         return row
     finally:
+        af.keep_home = not ok  # a failed run keeps its logs
         af.stop()
 
 
@@ -434,6 +455,12 @@ def summary(rows: list[Row]) -> dict:
 
 
 def main() -> int:
+    import signal
+
+    import atexit
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops a running Airflow
+    atexit.register(_stop_launched)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("workload", help="workload YAML, or gen:SEED[:MINUTES]")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
