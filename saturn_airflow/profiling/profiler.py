@@ -463,7 +463,7 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
 
     table = table_of(strict=True)
     stats.wall_s = time.time() - t_start
-    table.profile_stats = {k: v for k, v in stats.__dict__.items()}
+    table.profile_stats = {**stats.__dict__, "strategy": strategy, "precision": precision}
     say(f"[profile] done in {stats.wall_s:.1f}s: {stats.trials_run} trials run (+{stats.confirm_trials} close-call "
         f"repeats), {stats.cache_hits} cached, "
         f"{stats.pruned_oom} pruned after OOM, {stats.pruned_dominated} pruned as dominated, "
