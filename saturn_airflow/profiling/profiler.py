@@ -502,6 +502,21 @@ def _guided(workload, selected, groups, job_group, trials, run_batch, from_cache
             break
         run_batch(batch)
 
+    def bounding_counts(gid: str) -> set[int]:
+        """Device counts whose every config is resolved, one ran, and none was limited by memory (out of
+        memory, or a relaunch on a memory-saving knob): the basis of the no-superlinear-speedup bound."""
+        out = set()
+        for n in {t.n for t in trials.values() if t.group == gid}:
+            ts = [t for t in trials.values() if t.group == gid and t.n == n]
+            if any(t.result is None for t in ts):
+                continue
+            if any(t.result.get("status") == "oom" or t.result.get("attempts", 1) > 1
+                   or "out of memory" in str(t.result.get("reason") or "") for t in ts):
+                continue
+            if any(t.result.get("status") == "ok" for t in ts):
+                out.add(n)
+        return out
+
     walls = [r.get("trial_wall_s") for r in stats.trials if r.get("trial_wall_s")]
     steps = {j.name: j.steps for j in selected}
 
@@ -515,8 +530,7 @@ def _guided(workload, selected, groups, job_group, trials, run_batch, from_cache
         open_counts = {j.name: sorted({t.n for t in untried(job_group[j.name])}) for j in selected}
         if measured is None or not any(open_counts.values()):
             break
-        resolved = {j.name: {t.n for t in trials.values() if t.group == job_group[j.name]} -
-                    {t.n for t in untried(job_group[j.name])} for j in selected}
+        resolved = {j.name: bounding_counts(job_group[j.name]) for j in selected}
         verdict = decide(measured, open_counts, resolved, steps, job_group,
                          lambda r, s: predict_runtime(r, s, ckpt_every_s), tolerance=tol, trial_cost_s=cost)
         say(f"[profile] plan from measured configs {verdict.measured_makespan_s:.0f}s, no plan below "

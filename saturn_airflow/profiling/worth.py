@@ -1,10 +1,13 @@
 """Which trials could still change the plan: the guided profiler's stopping rule.
 
 Assume no superlinear speedup: a job's best device time per step (devices x seconds per step, its
-fastest config on that count) does not fall as the device count grows. So once every config of a job
-on m devices is measured (or pruned), no config on n > m devices can step faster than m/n of the best
-one there (MARGIN below leaves room for a little superlinear speedup), and each larger count gets
-that optimistic runtime, with the measured config's start-up, checkpoint and teardown costs. Plan
+fastest config on that count) does not fall as the device count grows, as long as memory is not what
+limits it. So once every config of a job on m devices is measured (or pruned) and none of them ran
+out of memory or fell back to a memory-saving knob (then more devices may be much faster: spilling on
+one GPU against FSDP on eight), no config on n > m devices can step faster than m/n of the best one
+there (MARGIN below leaves room for a little superlinear speedup), and each larger count gets that
+optimistic runtime, with the measured config's start-up, checkpoint and teardown costs. A count with
+no such basis below it cannot be bounded and is measured. Plan
 with those stand-ins: the optimistic plan's lower bound L bounds every plan the full profile could
 give. If the best plan from measured configs alone is within the tolerance of L, or its gain over L
 is less than the trials would cost, no trial is worth its time and profiling stops. Otherwise the
@@ -45,11 +48,12 @@ def decide(measured: ProfileTable, open_counts: dict[str, list[int]], resolved: 
            steps: dict[str, int], group_of: dict[str, str], predict: Callable[[dict, int], float], *,
            tolerance: float, trial_cost_s: Callable[[str, int], float], solver: str = "highs") -> Verdict:
     """`open_counts[job]`: device counts with configs not measured yet; `resolved[job]`: counts whose every
-    config is measured or pruned (the bound's basis). `trial_cost_s(group, n)` estimates what measuring
-    the open configs of (group, n) costs in sweep wall time."""
+    config is measured or pruned, none limited by memory (the bound's basis). `trial_cost_s(group, n)`
+    estimates what measuring the open configs of (group, n) costs in sweep wall time."""
     from saturn_airflow.planner import plan_table
 
     jobs = []
+    unbounded: set[tuple[str, int]] = set()
     for jp in measured.jobs:
         best_at: dict[int, Config] = {}
         for c in jp.configs:
@@ -61,11 +65,15 @@ def decide(measured: ProfileTable, open_counts: dict[str, list[int]], resolved: 
         for n in open_counts.get(jp.name, []):
             below = [c for m, c in best_at.items() if m < n]
             if not below:
+                unbounded.add((group_of[jp.name], n))
                 continue
             basis = max(below, key=lambda c: c.model_extra["step_s"] * c.gpus)  # the tightest: least efficient best
             extra.append(Config(parallelism=f"{BOUND}{n}", gpus=n, gpu_type=basis.gpu_type,
                                 runtime_s=optimistic_runtime(basis, basis.gpus, n, steps[jp.name], predict)))
         jobs.append(JobProfile(name=jp.name, configs=list(jp.configs) + extra))
+    if unbounded:
+        return Verdict(sorted(unbounded), float("nan"), float("nan"),
+                       "no fully measured, memory-unconstrained count below these to bound them")
     optimistic = ProfileTable(cluster=measured.cluster, jobs=jobs)
     p_meas = plan_table(measured, solver=solver, time_limit=PLAN_S, tolerance=0.0)
     p_opt = plan_table(optimistic, solver=solver, time_limit=PLAN_S, tolerance=0.0)

@@ -61,3 +61,11 @@ def test_the_bound_rests_on_fully_measured_counts_only():
                trial_cost_s=lambda g, n: 1.0)
     assert v.bound_s == pytest.approx(5.0 + 1000 * 0.25 * (1 - MARGIN))
     assert ("g", 4) in v.worth
+
+
+def test_a_count_without_a_memory_unconstrained_basis_is_measured():
+    """Spilling on one GPU says nothing about eight (memory, not compute, limits it): with no bounding
+    count below, the larger counts are measured outright, whatever they cost."""
+    v = decide(measured({"a": 1005.0}, devices=8), {"a": [2, 4, 8]}, {"a": set()}, {"a": 1000}, {"a": "g"},
+               predict, tolerance=0.01, trial_cost_s=lambda g, n: 1e9)
+    assert v.worth == [("g", 2), ("g", 4), ("g", 8)] and "bound" in v.reason
