@@ -55,6 +55,12 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            "Default: $SATURN_HOME, else $AIRFLOW_HOME/saturn.", "s3://bucket/saturn"),
     Option("solver", "string", "highs", "Default MILP solver: highs or cbc.", "cbc"),
     Option("time_limit", "float", "30", "Default solver time limit in seconds (a ceiling, not a target).", "60"),
+    Option("gap_tolerance", "float", "0.01",
+           "Planning stops once its plan is within this fraction of the lower bound (small sweeps are solved "
+           "to proven optimality regardless).", "0.02"),
+    Option("profile_strategy", "string", "guided",
+           "guided: measure each job's smallest device count that fits, then only the larger counts that could "
+           "shorten the plan by more than gap_tolerance and their own cost; full: measure every config.", "full"),
     Option("drift_threshold", "float", "0.1",
            "Re-plan when the projected makespan moves past this fraction of the plan's...", "0.2"),
     Option("drift_min_s", "float", "60", "...and past this many seconds.", "120"),
@@ -128,6 +134,8 @@ def _accessor(option: str) -> Callable[[], Any]:
 
 solver = _accessor("solver")
 time_limit = _accessor("time_limit")
+gap_tolerance = _accessor("gap_tolerance")
+profile_strategy = _accessor("profile_strategy")
 drift_threshold = _accessor("drift_threshold")
 drift_min_s = _accessor("drift_min_s")
 drift_poll_s = _accessor("drift_poll_s")

@@ -172,11 +172,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stop-at-step", type=int, default=None, help="act as if preempted at this step (tests)")
     p.add_argument("--loss-log", default=None, help="rank 0 appends {step, loss} JSON lines here")
     p.add_argument("--progress-every-s", type=float, default=3.0)
-    from saturn_airflow.profiling.profiler import DEFAULT_MEASURE, DEFAULT_MEASURE_S, DEFAULT_WARMUP
+    from saturn_airflow.profiling.profiler import DEFAULT_MEASURE, DEFAULT_MEASURE_S, DEFAULT_PRECISION, DEFAULT_WARMUP
 
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
     p.add_argument("--measure", type=int, default=DEFAULT_MEASURE, help="at least this many measured steps")
     p.add_argument("--measure-s", type=float, default=DEFAULT_MEASURE_S, help="and at least this many measured seconds")
+    p.add_argument("--precision", type=float, default=DEFAULT_PRECISION,
+                   help="...unless the median step time is known to this fraction sooner (0: off)")
     p.add_argument("--knob-start", type=int, default=0)
     p.add_argument("--search", choices=("first-fit", "best"), default="first-fit")
     return p.parse_args(argv)
@@ -286,6 +288,7 @@ def _trial(args, devices, job, par) -> int:
     if devices.is_main:
         os.makedirs(rt_dir, exist_ok=True)
     res = par.search(job, devices, warmup=args.warmup, measure=args.measure, measure_s=args.measure_s,
+                     precision=args.precision,
                      first_fit=args.search == "first-fit",
                      start=args.knob_start, on_candidate=on_candidate, roundtrip_dir=rt_dir)
     out = {"status": "ok" if res.feasible else "infeasible", "knobs": res.knobs, "step_s": res.step_s,

@@ -199,6 +199,21 @@ class SearchResult:
         return self.step_s is not None and self.reason is None
 
 
+PRECISE_MIN_STEPS = 8
+
+
+def known_to(samples: list[float], precision: float) -> bool:
+    """True when the median of `samples` is known to within `precision` (relative half-width of a 95%
+    interval, from the median absolute deviation: robust to a co-tenant's bursts)."""
+    n = len(samples)
+    if precision <= 0 or n < PRECISE_MIN_STEPS:
+        return False
+    med = statistics.median(samples)
+    mad = statistics.median(abs(x - med) for x in samples)
+    half = 1.96 * 1.2533 * 1.4826 * mad / n ** 0.5
+    return med > 0 and half <= precision * med
+
+
 @dataclass
 class ExecResult:
     status: str  # "done" | "preempted"
@@ -267,7 +282,7 @@ class Parallelism:
 
     # -- the two methods of the template --
     def search(self, job, devices: Devices, *, warmup: int = 3, measure: int = 5, measure_s: float = 3.0,
-               first_fit: bool = True,
+               precision: float = 0.0, first_fit: bool = True,
                start: int = 0, on_candidate: Optional[Callable[[int, dict], None]] = None,
                roundtrip_dir: Optional[str] = None) -> SearchResult:
         """Tune knobs on these devices: measure candidates in order, return the first that fits
@@ -286,7 +301,7 @@ class Parallelism:
             if on_candidate:
                 on_candidate(i, knobs)
             res = self.measure(job, devices, knobs, warmup=warmup, measure=measure, measure_s=measure_s,
-                               roundtrip_dir=roundtrip_dir)
+                               precision=precision, roundtrip_dir=roundtrip_dir)
             tried.append({"knobs": knobs, "step_s": res.step_s})
             if best is None or res.step_s < best.step_s:
                 best = res
@@ -342,9 +357,12 @@ class Parallelism:
 
     # -- measurement, shared by every parallelism --
     def measure(self, job, devices: Devices, knobs: dict, *, warmup: int, measure: int, measure_s: float = 3.0,
-                max_steps: int = 400, roundtrip_dir: Optional[str] = None) -> SearchResult:
+                max_steps: int = 400, roundtrip_dir: Optional[str] = None, precision: float = 0.0) -> SearchResult:
         """Build, run warm-up steps, time at least `measure` steps and `measure_s` seconds with the
         runner's own per-step overhead (the stop agreement), then time a checkpoint save and load.
+        With `precision` > 0 the timing stops before `measure_s` once the median step time is known to
+        that fraction (95% interval from the steps' spread, at least PRECISE_MIN_STEPS steps): more steps
+        would not change the prediction, whose error is dominated by launch-to-launch variation.
         Per-step time is the max over ranks (the slowest rank sets the pace), reported as the median
         (robust to a co-tenant's bursts), with process CPU time alongside.
         """
@@ -366,7 +384,7 @@ class Parallelism:
             # rank 0 decides when enough was measured (>= `measure` steps and >= measure_s seconds);
             # the same all-reduce the training loop does every step makes every rank stop together
             stop.requested = devices.is_main and s >= warmup + measure and (
-                t0 - t_measure >= measure_s or s >= warmup + max_steps)
+                t0 - t_measure >= measure_s or s >= warmup + max_steps or known_to(wall, precision))
             if stop.agree(s, False, devices)[0]:
                 break
             trainer.step(s)

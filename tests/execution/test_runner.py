@@ -138,6 +138,35 @@ def test_sigterm_preempts_sigkill_loses_at_most_one_interval_and_resume_is_exact
         assert vals == pytest.approx([ref[s]] * len(vals), abs=3e-5), (s, vals, ref[s])
 
 
+@pytest.mark.distributed
+def test_one_device_runs_without_torchrun_and_sigterm_still_preempts(tmp_path):
+    """A one-device launch starts the runner itself (no torchrun agent); SIGTERM still ends it with a
+    checkpoint, and the resumed run finishes with the uninterrupted run's losses."""
+    steps = 20
+    ref = reference(steps)
+    wl = workload(steps, slow_s=0.08)
+    stop = threading.Event()
+    procs = {}
+
+    def watch(line):
+        m = re.search(r"step (\d+)/", line)
+        if m and int(m.group(1)) >= 4:
+            stop.set()
+
+    r1 = run(tmp_path, wl, "single", [1], stop_event=stop, log=watch, progress_every_s=0.0,
+             on_start=lambda p: procs.__setitem__("cmd", p.args))
+    assert "torch.distributed.run" not in procs["cmd"] and "saturn_airflow.execution.runner" in procs["cmd"]
+    assert r1.status == "preempted", r1.message
+    k1 = read_latest(r1.checkpoint_dir)["step"]
+    assert 4 <= k1 < steps
+    r2 = run(tmp_path, wl, "single", [0])
+    assert r2.status == "done" and r2.returncode == 0, r2.message
+    got = losses_by_step(tmp_path / "losses.jsonl")
+    assert sorted(got) == list(range(steps))
+    for s, vals in got.items():
+        assert vals == pytest.approx([ref[s]] * len(vals), abs=3e-5), (s, vals, ref[s])
+
+
 def test_checkpoint_root_is_under_the_store(tmp_path):
     assert checkpoint_root(str(tmp_path), "w", "j", sweep="s") == os.path.join(str(tmp_path), "checkpoints", "w", "s", "j")
     assert checkpoint_root(str(tmp_path), "w", "j", sweep="s", checkpoint_dir="/x/y") == "/x/y"
