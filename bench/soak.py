@@ -13,7 +13,7 @@ plan version's DAG it leads to, and then checks:
 
   done-once      every job finished exactly once (the events log), and every DAG run succeeded
   loss           each job's final loss equals an uninterrupted reference run of the same job
-                 (single device, outside Airflow; the data is deterministic in the step)
+                 (one device, in the soak's process; the data is deterministic in the step)
   leases         no device id was leased to two holders at once (leases/history.jsonl)
   replans        at most one re-plan per injected drift, none in a round without one
   lost-work      a restart resumed at most one checkpoint interval (plus one progress record) behind
@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -251,10 +250,14 @@ def lost_work(entries: list[dict], every_s: float) -> list[str]:
 
 
 def reference_final_loss(job: dict, cache_dir: str) -> float:
-    """The job's final loss trained without interruption on one device, outside Airflow (cached)."""
+    """The job's final loss trained without interruption on one device, in this process (one thread,
+    like a rank), from the job without its fault knobs; cached by the job's content."""
     import hashlib
 
-    from saturn_airflow.execution.launch import run_job
+    import torch
+
+    from saturn_airflow.execution.devices import Devices
+    from saturn_airflow.parallelisms import get_parallelism
     from saturn_airflow.spec.workload import parse_workload
 
     clean = clean_job(job)
@@ -264,18 +267,12 @@ def reference_final_loss(job: dict, cache_dir: str) -> float:
     if os.path.exists(path):
         return json.loads(Path(path).read_text())["final_loss"]
     clean["name"] = "ref"
-    wl = parse_workload({"name": "soak-ref", "jobs": [clean]})
-    work = tempfile.mkdtemp(prefix="soak-ref-")
-    try:
-        losses = os.path.join(work, "losses.jsonl")
-        r = run_job(wl, "ref", parallelism="single", knobs={}, device_ids=[0], store_url=work, plan_id="ref",
-                    loss_log=losses, log=lambda s: None, timeout_s=900)
-        if r.status != "done":
-            raise RuntimeError(f"reference run failed: {r.message}")
-        steps = launches(read_loss_log(losses))[-1]["steps"]
-        final = steps[max(steps)][0]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    spec = parse_workload({"name": "soak-ref", "jobs": [clean]}).job("ref")
+    torch.set_num_threads(1)
+    trainer = get_parallelism("single").build(spec, Devices(ids=[0], kind="cpu", device=torch.device("cpu")), {})
+    final = None
+    for step in range(spec.steps):
+        final = float(trainer.step(step))
     os.makedirs(cache_dir, exist_ok=True)
     Path(path).write_text(json.dumps({"final_loss": final, "job": clean}))
     return final
