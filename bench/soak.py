@@ -19,9 +19,10 @@ plan version's DAG it leads to, and then checks:
   lost-work      a restart resumed at most one checkpoint interval (plus one progress record) behind
                  the step the killed launch had reached (the per-step loss logs)
 
-Rounds with a drift keep pipeline out of every job, and faulted jobs never get pipeline, unless
-`--pipeline-resume` is given: resuming pipeline -> pipeline failed with KeyError 'betas' until the
-checkpoint fix landed. Results: one JSON line per round in `--out`, a summary at the end.
+Pipeline jobs get faults and drift like any other; `--no-pipeline-faults` keeps pipeline out of
+faulted jobs and of every job in a round with a drift (how the soak ran while resuming pipeline ->
+pipeline failed with KeyError 'betas', before the checkpoint fix). Results: one JSON line per round
+in `--out`, a summary at the end.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def airflow_env() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ drawing
-def draw_round(seed: int, rnd: int, fault_root: str, *, pipeline_resume: bool = False, max_jobs: int = 6,
+def draw_round(seed: int, rnd: int, fault_root: str, *, pipeline_resume: bool = True, max_jobs: int = 6,
                max_steps: int = 240, drift: Optional[bool] = None, lm_shapes: Optional[list] = None,
                vit_shapes: Optional[list] = None, parallelisms: Optional[list] = None) -> dict:
     """Round `rnd` of seed `seed`: {"workload": dict, "faults": {job: kind}, "drifts": n, "params": {...}}.
@@ -352,7 +353,8 @@ def main(argv=None) -> int:
     ap.add_argument("--first-round", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON lines, one per round (default: bench/results/soak-<seed>.jsonl)")
     ap.add_argument("--log", default=None, help="progress log file (default: stdout)")
-    ap.add_argument("--pipeline-resume", action="store_true", help="allow faults and drift with pipeline jobs")
+    ap.add_argument("--no-pipeline-faults", action="store_true",
+                    help="no faults or drift for jobs that may run as pipeline (before the pipeline resume fix)")
     ap.add_argument("--max-jobs", type=int, default=6)
     ap.add_argument("--max-steps", type=int, default=240)
     ap.add_argument("--work", default=None, help="folder for workloads, fault markers and references")
@@ -389,7 +391,7 @@ def main(argv=None) -> int:
     try:
         af.wait_dag("saturn_plan", timeout_s=300)
         for rnd in range(args.first_round, args.first_round + args.rounds):
-            spec = draw_round(args.seed, rnd, faults, pipeline_resume=args.pipeline_resume,
+            spec = draw_round(args.seed, rnd, faults, pipeline_resume=not args.no_pipeline_faults,
                               max_jobs=args.max_jobs, max_steps=args.max_steps)
             desc = ", ".join(f"{j['name']}[{'/'.join(j['parallelisms'])}] {j['steps']} steps"
                              + (f" {spec['faults'][j['name']]['kind']}@{spec['faults'][j['name']]['at']}"
