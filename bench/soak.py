@@ -385,10 +385,10 @@ def main(argv=None) -> int:
         os.makedirs(af.saturn_home, exist_ok=True)
         os.symlink(os.path.abspath(args.profiles), os.path.join(af.saturn_home, "profiles"))
     t = time.time()
-    af.start()
-    log(f"Airflow up in {time.time() - t:.0f} s at {af.url} (home {af.home}, pids {af.pids()})")
     totals = {"rounds": 0, "violations": 0, "replans": 0, "drifts": 0}
     try:
+        af.start()
+        log(f"Airflow up in {time.time() - t:.0f} s at {af.url} (home {af.home}, pids {af.pids()})")
         af.wait_dag("saturn_plan", timeout_s=300)
         for rnd in range(args.first_round, args.first_round + args.rounds):
             spec = draw_round(args.seed, rnd, faults, pipeline_resume=not args.no_pipeline_faults,
