@@ -133,11 +133,13 @@ def _sort_key(r: Row) -> tuple:
 
 
 def varying_params(rows: Iterable[Row]) -> list[str]:
-    """Hyper-parameters whose value is not the same for every job (in a stable, readable order)."""
+    """Hyper-parameters whose value is not the same for every job (in a stable, readable order). The
+    data factory and its arguments describe the task, not a choice being compared: they stay out of
+    the table's columns (CSV and JSON carry every parameter)."""
     rows = [r for r in rows if r.params]  # a job that never started has none to compare
     keys: list[str] = []
     for r in rows:
-        keys += [k for k in r.params if k not in keys]
+        keys += [k for k in r.params if k not in keys and k != "data" and not k.startswith("data_args.")]
     out = [k for k in keys if len({json.dumps(r.params.get(k), sort_keys=True) for r in rows}) > 1]
     return sorted(out, key=lambda k: (not k.startswith("optimizer"), k))
 
