@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     print(render_text(board))
     w = board.winner
     if w is not None and w.export_path:
-        print("  Load it with plain torch (no torch.distributed):")
+        print("  Load it without torch.distributed (safetensors + the import path in its header):")
         print(f"    python -c \"from saturn_airflow.execution.export import load_exported; "
               f"print(load_exported('{w.export_path}'))\"")
     print(f"  The same table: saturn results {last} --store {st.url} [--json | --csv]; "
