@@ -9,7 +9,7 @@ import pytest
 
 from saturn_airflow.store.files import Store
 from saturn_airflow.store.metrics import MetricsStore
-from saturn_airflow.tracking import sweep_of, tracker_for
+from saturn_airflow.tracking import tracker_for
 
 
 def _job():
@@ -22,20 +22,7 @@ def _job():
 
 def test_off_by_default(tmp_path, monkeypatch):
     monkeypatch.delenv("AIRFLOW__SATURN__MLFLOW_TRACKING_URI", raising=False)
-    assert tracker_for(Store(str(tmp_path)), "tw", "p1") is None
-
-
-def test_a_sweep_is_named_by_its_root_plan(tmp_path):
-    from saturn_airflow.store.files import PlanStore
-    from saturn_airflow.tasks.render import synthetic_plan
-
-    st = Store(str(tmp_path))
-    root = synthetic_plan(2, workload="tw", plan_id="tw-root")
-    child = synthetic_plan(1, workload="tw", plan_id="tw-child").model_copy(update={"parent_plan_id": "tw-root"})
-    PlanStore(st).publish(root)
-    PlanStore(st).publish(child)
-    assert sweep_of(st, "tw-child", "tw") == sweep_of(st, "tw-root", "tw") == "tw-root"
-    assert sweep_of(st, "not-published", "tw") == "not-published" and sweep_of(st, "", "tw") == "tw"
+    assert tracker_for(Store(str(tmp_path)), "tw", "tw-root", "p1") is None
 
 
 def test_an_unreachable_tracking_server_never_stops_the_job(tmp_path, monkeypatch):
@@ -48,7 +35,7 @@ def test_an_unreachable_tracking_server_never_stops_the_job(tmp_path, monkeypatc
     monkeypatch.setenv("AIRFLOW__SATURN__MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     lines = []
-    rec = JobRecorder(store_url=str(tmp_path), workload="tw", job=_job(), plan_id="p1", parallelism="single",
+    rec = JobRecorder(store_url=str(tmp_path), workload="tw", sweep="tw-root", job=_job(), plan_id="p1", parallelism="single",
                       device_ids=[0], world_size=1, log=lines.append)
     assert rec.tracker is not None
     rec.start(0)
@@ -56,7 +43,7 @@ def test_an_unreachable_tracking_server_never_stops_the_job(tmp_path, monkeypatc
     rec.evaluated(4, {"loss": 1.2}, 0.01)
     rec.finish("done", 4)
     rec.ended("done", None)
-    got = MetricsStore(Store(str(tmp_path))).get("tw", "j")
+    got = MetricsStore(Store(str(tmp_path)), sweep="tw-root").get("tw", "j")
     assert [p["step"] for p in got["points"]] == [2, 4] and got["attempts"][-1]["status"] == "done"
     failures = [line for line in lines if "MLflow failed" in line]
     assert len(failures) == 2, lines  # at the start, then once more at the end; skipped in between
