@@ -1,8 +1,8 @@
 """The plugin's FastAPI app (mounted at /saturn by the api-server): plan pages and a JSON API.
 
 It only translates: plans and progress come from the stores, the chart from
-saturn_airflow.views.gantt_html. Plugin apps are open by default, so every route depends on `authorize`,
-which runs Airflow's own `get_user` (Bearer JWT or the UI's `_token` cookie, checked by the configured
+saturn_airflow.views.gantt_html, the leaderboard and metric curves from saturn_airflow.views.leaderboard
+and leaderboard_html. Plugin apps are open by default, so every route depends on `authorize`, which runs Airflow's own `get_user` (Bearer JWT or the UI's `_token` cookie, checked by the configured
 auth manager) and then asks that auth manager whether the user may read the plan's DAG.
 Airflow's API modules are imported lazily: the scheduler and DAG processor load this plugin too.
 """
@@ -20,6 +20,8 @@ from saturn_airflow.views import gantt_html
 from saturn_airflow.spec.plan import Plan
 from saturn_airflow.tasks.render import dag_id as plan_dag_id, plan_id_of
 from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+from saturn_airflow.views.leaderboard import leaderboard
+from saturn_airflow.views.leaderboard_html import render_results
 
 REFRESH_S = 15
 
@@ -126,6 +128,18 @@ def _table(lineage: list[Plan]) -> Any:
     return _TABLES[root]
 
 
+def _board(st: Store, lineage: list[Plan]):
+    """The leaderboard of a lineage's jobs (every version's: a re-plan lists only what remained)."""
+    jobs: list[str] = []
+    for p in lineage:
+        jobs += [a.job for a in p.assignments if a.job not in jobs]
+    return leaderboard(st, lineage[-1].workload, lineage[-1].sweep, jobs)
+
+
+def _results_html(lineage: list[Plan]) -> str:
+    return render_results(_board(store(), lineage)) if lineage else ""
+
+
 def _page(plan_id: Optional[str], dag_id: Optional[str], latest: bool) -> tuple[list[Plan], dict, Any]:
     st = store()
     ps = PlanStore(st)
@@ -155,7 +169,8 @@ def index(dag_id: Optional[str] = None, plan_id: Optional[str] = None) -> HTMLRe
             cluster, baseline = _context(lineage)
             newest = gantt_html.page_body(gantt_html.render_html(
                 lineage, progress, baseline, cluster=cluster, table=_table(lineage),
-                dag_urls={q.plan_id: f"/dags/{plan_dag_id(q.plan_id)}" for q in lineage}))
+                dag_urls={q.plan_id: f"/dags/{plan_dag_id(q.plan_id)}" for q in lineage},
+                extra_html=_results_html(lineage)))
     return HTMLResponse(gantt_html.render_index(entries, newest))
 
 
@@ -167,7 +182,8 @@ def plan_page(plan_id: Optional[str] = None, dag_id: Optional[str] = None,
     running = any(r and r.get("state") == "running" for r in progress.values())
     urls = {p.plan_id: f"/dags/{plan_dag_id(p.plan_id)}" for p in lineage}
     return HTMLResponse(gantt_html.render_html(lineage, progress, baseline, cluster=cluster, dag_urls=urls, table=_table(lineage),
-                                               refresh_s=REFRESH_S if running else None))
+                                               refresh_s=REFRESH_S if running else None,
+                                               extra_html=_results_html(lineage)))
 
 
 @app.get("/api/plans")
@@ -186,3 +202,12 @@ def plan_data(plan_id: str, latest: bool = False) -> JSONResponse:
     lineage, progress, _ = _page(plan_id, None, latest)
     cluster, baseline = _context(lineage)
     return JSONResponse(gantt_html.chart_data(lineage, progress, baseline, cluster=cluster, table=_table(lineage)))
+
+
+@app.get("/api/plans/{plan_id}/results")
+def plan_results(plan_id: str) -> JSONResponse:
+    """The leaderboard of the plan's sweep (the whole lineage, re-plans followed) as JSON."""
+    ps = PlanStore(store())
+    lineage, pid = _resolve(ps, plan_id, None)
+    lineage = ps.lineage(_newest_descendant(ps, pid))
+    return JSONResponse(_board(ps.store, lineage).to_dict())

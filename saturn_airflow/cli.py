@@ -1,4 +1,4 @@
-"""The `saturn` command: plan, show, simulate, profile, train (docs/contracts.md, CLI).
+"""The `saturn` command: plan, show, simulate, profile, train, results, export (docs/contracts.md, CLI).
 
 Bad input of any kind exits with status 2 and one line on stderr naming the problem, and writes
 nothing; a missing optional component exits 1 with one line. `train` also exits 75 when a signal
@@ -95,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "jobs by hand (default: by-hand, apart from every Airflow sweep)")
     tr.add_argument("-v", "--verbose", action="store_true",
                     help="stream every line of the ranks and torchrun (default: the [saturn] lines; the rest only on failure)")
+    rs = sub.add_parser("results", help="the leaderboard of a sweep: jobs ranked by their held-out metric")
+    rs.add_argument("target", help="a plan id in the store, a plan file (.json), a workload (.yaml) or a workload name")
+    fmt = rs.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--csv", action="store_true", help="print CSV, one row per job")
+    rs.add_argument("--store", help="store URL (default: [saturn] store_url, $SATURN_HOME, $AIRFLOW_HOME/saturn)")
+    rs.add_argument("--sweep", help="which sweep of a workload (default: a plan's own, else the workload's newest)")
+    ex = sub.add_parser("export", help="write finished jobs' models as safetensors files, from their last checkpoint")
+    ex.add_argument("target", help="a plan id in the store, a plan file (.json), a workload (.yaml) or a workload name")
+    ex.add_argument("--job", action="append", help="only this job (repeatable); default: every finished job")
+    ex.add_argument("--store", help="store URL (default: as for results)")
+    ex.add_argument("--sweep", help="which sweep of a workload (default: as for results)")
     return p
 
 
@@ -357,6 +369,133 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def _sweep_target(target: str, store, sweep: Optional[str] = None):
+    """(workload name, sweep, its jobs or None, the workload if a file was given) of a results/export
+    target. A plan (id or file) names its sweep; a workload (file or name) means its newest sweep,
+    unless `sweep` names one."""
+    from saturn_airflow.spec.workload import parse_workload
+    from saturn_airflow.store.files import PlanStore
+
+    ps = PlanStore(store)
+    suffix = Path(target).suffix.lower()
+    if suffix in (".yaml", ".yml") or (suffix != ".json" and target not in ps.ids()):
+        wl = None
+        if suffix in (".yaml", ".yml"):
+            wl = parse_workload(_read_text(target, "workload"), source=target)
+            name = wl.name
+        else:
+            name = target
+        sw = sweep or _newest_sweep(ps, store, name)
+        if sw is None and wl is not None:
+            from saturn_airflow.store.files import BY_HAND
+
+            sw = BY_HAND  # a workload with nothing in the store yet: its jobs, none with results
+        if sw is None:
+            raise SaturnInputError(f"{target}: not a workload file, a plan file, a plan id or a workload name in {store.url}")
+        plans = [p for p in ps.plans() if p.workload == name and p.sweep == sw]
+        jobs = [j.name for j in wl.jobs] if wl is not None else (_lineage_jobs(ps, sw) if plans else None)
+        return name, sw, jobs, wl
+    plan = load_plan_file(target) if suffix == ".json" else ps.get(target)
+    if plan.plan_id in ps.ids():
+        plan = ps.get(plan.plan_id)  # the published copy knows its sweep
+        return plan.workload, sweep or plan.sweep, _lineage_jobs(ps, plan.sweep), None
+    return plan.workload, sweep or plan.sweep, [a.job for a in plan.assignments], None
+
+
+def _newest_sweep(ps, store, workload: str) -> Optional[str]:
+    """The sweep of the workload's newest plan; else the by-hand sweep if it has records."""
+    from saturn_airflow.store.files import BY_HAND
+
+    plans = sorted((p for p in ps.plans() if p.workload == workload), key=lambda p: (p.created_at, p.plan_id))
+    if plans:
+        return plans[-1].sweep
+    if store.list(f"metrics/{workload}/{BY_HAND}") or store.list(f"progress/{workload}/{BY_HAND}"):
+        return BY_HAND
+    return None
+
+
+def _lineage_jobs(ps, root: str) -> list[str]:
+    """Every job of a sweep: the union over its plan versions, from the root to the newest re-plan."""
+    jobs, pid, seen = [], root, set()
+    while pid and pid not in seen and pid in ps.ids():
+        seen.add(pid)
+        jobs += [a.job for a in ps.get(pid).assignments if a.job not in jobs]
+        pid = ps.superseded_by(pid)
+    return jobs
+
+
+def _store(url: Optional[str]):
+    from saturn_airflow import settings
+    from saturn_airflow.store.files import Store
+
+    return Store(url or settings.store_url())
+
+
+def cmd_results(args) -> int:
+    from saturn_airflow.views.leaderboard import leaderboard, render_csv, render_json, render_text
+
+    store = _store(args.store)
+    name, sweep, jobs, _ = _sweep_target(args.target, store, args.sweep)
+    board = leaderboard(store, name, sweep, jobs)
+    if args.json:
+        print(render_json(board))
+    elif args.csv:
+        sys.stdout.write(render_csv(board))
+    else:
+        print(render_text(board))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from saturn_airflow.execution.launch import checkpoint_root
+    from saturn_airflow.spec.workload import JobSpec
+    from saturn_airflow.store.files import PlanStore, ProgressStore
+    from saturn_airflow.store.metrics import MetricsStore
+
+    store = _store(args.store)
+    name, sweep, jobs, wl = _sweep_target(args.target, store, args.sweep)
+    progress = ProgressStore(store, sweep=sweep).all(name)
+    results = MetricsStore(store, sweep=sweep).all(name)
+    wanted = args.job or [j for j in (jobs or sorted(set(progress) | set(results)))
+                          if (progress.get(j) or {}).get("state") == "done"]
+    if not wanted:
+        raise SaturnInputError(f"{args.target}: no finished job to export (give --job NAME for another)")
+    known = set(jobs or []) | set(progress) | set(results)
+    for j in wanted:
+        if j not in known:
+            raise SaturnInputError(f"{args.target}: no job {j!r}")
+    if not store.local:
+        raise SaturnInputError(f"store {store.url} is not a local folder: checkpoints are read from local disk")
+    try:
+        from saturn_airflow.execution.export import export_from_checkpoint
+    except ImportError as e:
+        raise _ComponentMissing(f"export needs torch and safetensors ({e})")
+    plan_workloads = {}
+    for j in wanted:
+        spec = None
+        if wl is not None:
+            spec = wl.job(j)
+        elif (results.get(j) or {}).get("spec"):
+            spec = JobSpec.model_validate(results[j]["spec"])
+        else:  # a job that finished before results were recorded: its plan names the workload file
+            pid = (progress.get(j) or {}).get("plan_id")
+            path = None
+            if pid and pid in PlanStore(store).ids():
+                path = (PlanStore(store).get(pid).model_extra or {}).get("workload_path")
+            if path and path not in plan_workloads and Path(path).exists():
+                from saturn_airflow.spec.workload import load_workload
+
+                plan_workloads[path] = load_workload(path)
+            if path in plan_workloads:
+                spec = plan_workloads[path].job(j)
+        if spec is None:
+            raise SaturnInputError(f"job {j!r}: its model is unknown (no results record); give the workload file instead")
+        meta = export_from_checkpoint(spec, checkpoint_root(store.url, name, j, sweep=sweep), store, name, sweep,
+                                      info={"plan_id": (progress.get(j) or {}).get("plan_id")})
+        print(f"{j}: step {meta['step']} -> {meta['path']} ({meta['parameters']} parameters, {meta['bytes']} bytes)")
+    return 0
+
+
 def cmd_train(args) -> int:
     import collections
     import signal
@@ -395,7 +534,8 @@ def cmd_train(args) -> int:
             signal.signal(sig, handler)
 
 
-COMMANDS = {"plan": cmd_plan, "show": cmd_show, "simulate": cmd_simulate, "profile": cmd_profile, "train": cmd_train}
+COMMANDS = {"plan": cmd_plan, "show": cmd_show, "simulate": cmd_simulate, "profile": cmd_profile, "train": cmd_train,
+            "results": cmd_results, "export": cmd_export}
 
 
 def _fail(code: int, message: str) -> int:

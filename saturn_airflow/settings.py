@@ -87,6 +87,11 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("lease_timeout_s", "float", "3600", "How long a training task waits for its devices' leases (seconds).",
            "7200"),
     Option("render_max_plans", "integer", "200", "The factory DAG file renders the newest N plan versions.", "50"),
+    Option("mlflow_tracking_uri", "string", "",
+           "Track every sweep in MLflow (a parent run per sweep, a child run per job, the exported models as "
+           "artifacts); empty: off. Needs the mlflow extra.", "http://127.0.0.1:5000"),
+    Option("mlflow_experiment", "string", "", "The MLflow experiment sweeps are tracked in; empty: the workload's name.",
+           "sweeps"),
 )}
 
 DEFAULTS: dict[str, str] = {name: o.default for name, o in OPTIONS.items()}
@@ -151,6 +156,15 @@ pool_prefix = _accessor("pool_prefix")
 manage_pools = _accessor("manage_pools")
 lease_timeout_s = _accessor("lease_timeout_s")
 render_max_plans = _accessor("render_max_plans")
+
+
+def mlflow_tracking_uri() -> str:
+    """Where sweeps are tracked in MLflow; empty (the default) turns tracking off."""
+    return get("mlflow_tracking_uri").strip()
+
+
+def mlflow_experiment(workload: str) -> str:
+    return get("mlflow_experiment").strip() or workload
 
 
 def store_url() -> str:

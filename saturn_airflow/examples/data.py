@@ -2,6 +2,8 @@
 
 Why: a resumed job, under any parallelism or device count, must see exactly the batches it would
 have seen; a pure function of (seed, step) gives that with no sampler state to checkpoint.
+`stream` picks an independent sequence of batches from the same distribution: 0 (the default) for
+training, another number for held-out batches (`evaluation: {data_args: {stream: 1}}`).
 
 Fault-injection knobs (test-only, in `data_args`; they act only inside a training run, i.e. when
 the runner set SATURN_RUNNER_MODE=train, never in the profiler's trials or the planner's process,
@@ -87,15 +89,16 @@ def _faults(step: int, *, slow_after_step=None, slow_step_s: float = 0.0, slow_f
                 raise RuntimeError(f"injected failure at step {step} (launch {i + 1} of {fail_times})")
 
 
-def _generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+def _generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    # the generator keeps 32 bits of its seed: streams sit 2654435761 (2^32 / golden ratio) apart in them
+    return torch.Generator().manual_seed((seed * 1_000_003 + step + stream * 2_654_435_761) % 2**32)
 
 
 def _drift(step: int, slow_after_step: int | None, slow_step_s: float, faults: dict) -> None:
     _faults(step, slow_after_step=slow_after_step, slow_step_s=slow_step_s, **faults)
 
 
-def tokens(step: int, batch_size: int, *, seq_len: int = 128, vocab: int = 4096, seed: int = 0,
+def tokens(step: int, batch_size: int, *, seq_len: int = 128, vocab: int = 4096, seed: int = 0, stream: int = 0,
            slow_after_step: int | None = None, slow_step_s: float = 0.0, **faults):
     """Next-token LM batch: (inputs, targets), each (batch_size, seq_len) int64.
 
@@ -103,7 +106,7 @@ def tokens(step: int, batch_size: int, *, seq_len: int = 128, vocab: int = 4096,
     noise), so a model can learn it and the loss falls.
     """
     _drift(step, slow_after_step, slow_step_s, faults)
-    g = _generator(seed, step)
+    g = _generator(seed, step, stream)
     start = torch.randint(0, vocab, (batch_size, 1), generator=g)
     steps = torch.arange(seq_len + 1).unsqueeze(0)
     seq = (start + 7 * steps) % vocab
@@ -113,10 +116,10 @@ def tokens(step: int, batch_size: int, *, seq_len: int = 128, vocab: int = 4096,
 
 
 def images(step: int, batch_size: int, *, image_size: int = 32, channels: int = 3, classes: int = 10,
-           seed: int = 0, slow_after_step: int | None = None, slow_step_s: float = 0.0, **faults):
+           seed: int = 0, stream: int = 0, slow_after_step: int | None = None, slow_step_s: float = 0.0, **faults):
     """Image classification batch: (B, C, H, W) float32 and (B,) int64; each class has its own mean image."""
     _drift(step, slow_after_step, slow_step_s, faults)
-    g = _generator(seed, step)
+    g = _generator(seed, step, stream)
     labels = torch.randint(0, classes, (batch_size,), generator=g)
     protos = torch.Generator().manual_seed(seed)  # class prototypes are fixed across steps
     means = torch.randn(classes, channels, image_size, image_size, generator=protos)

@@ -251,7 +251,8 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
             if val is not None:
                 args += [flag, str(val)]
         out = launch_runner(args, list(device_ids), result_dir=os.path.join(folder, "result"), log=log,
-                            stop_event=stop_event, timeout_s=timeout_s, env=env, on_start=on_start)
+                            stop_event=stop_event, timeout_s=timeout_s, env={**_tracking_env(), **(env or {})},
+                            on_start=on_start)
         res = out.result or {}
         wall = out.t_exit - out.t_launch
         details = {"result": res, "errors": out.errors[:4]}
@@ -267,6 +268,18 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
         return JobResult(status, job, res.get("step"), res.get("total"), out.returncode, wall, msg, ck, details)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _tracking_env() -> dict:
+    """The tracking settings as the ranks' environment: they may live in airflow.cfg, which ranks never read."""
+    from saturn_airflow import settings
+
+    out = {}
+    for option in ("mlflow_tracking_uri", "mlflow_experiment"):
+        value = settings.get(option)
+        if value:
+            out[f"AIRFLOW__SATURN__{option.upper()}"] = value
+    return out
 
 
 def _record_killed(store_url, sweep, workload, job, plan_id, msg, parallelism, device_ids) -> None:

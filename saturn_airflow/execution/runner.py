@@ -220,6 +220,7 @@ def main(argv=None) -> int:
     stop = StopSignal(stop_at_step=args.stop_at_step)
     stop.requested = early["term"]
     progress = None
+    recorder = None
     step_now = 0
     try:
         dist.init_process_group(devices.backend, device_id=devices.device if devices.kind == "cuda" else None)
@@ -245,15 +246,38 @@ def main(argv=None) -> int:
             nonlocal step_now
             step_now = step
 
+        if devices.is_main and args.store:
+            from saturn_airflow.execution.recorder import JobRecorder
+
+            recorder = JobRecorder(store_url=args.store, workload=workload.name, sweep=args.sweep or BY_HAND, job=job,
+                                   plan_id=args.plan_id, parallelism=par.name, device_ids=devices.ids,
+                                   world_size=devices.world_size, progress=progress, log=say)
+            recorder.start(ckpt.latest_step() or 0)
+        evaluator = None
+        if job.evaluation is not None:
+            from saturn_airflow.execution.evaluation import Evaluator
+
+            evaluator = Evaluator(job, devices, on_result=recorder.evaluated if recorder is not None else None)
         t_ready = time.time()
-        res = par.execute(job, devices, knobs, args.steps or job.steps, ckpt, progress, stop=stop, on_step=on_step)
-        if devices.is_main:
-            _write_json(os.path.join(args.result_dir, "result.json"), {
-                "status": res.status, "step": res.step, "total": res.total, "start_step": res.start_step,
-                "t_ready": t_ready, "t_end": time.time(), "save_s": ckpt.saves, "checkpoint": ck_root,
-                "train_wall_s": res.train_wall_s, "train_cpu_s": res.train_cpu_s, "cpu_s": time.process_time()})
+        res = par.execute(job, devices, knobs, args.steps or job.steps, ckpt, progress, stop=stop, on_step=on_step,
+                          evaluator=evaluator)
+        finished = res.status == "done" and res.step >= job.steps
+        if recorder is not None:
+            recorder.finish("done" if finished else ("paused" if res.status == "done" else res.status), res.step)
+        out = {"status": res.status, "step": res.step, "total": res.total, "start_step": res.start_step,
+               "t_ready": t_ready, "t_end": time.time(), "save_s": ckpt.saves, "checkpoint": ck_root,
+               "train_wall_s": res.train_wall_s, "train_cpu_s": res.train_cpu_s, "cpu_s": time.process_time(),
+               "evaluation": evaluator.last if evaluator is not None else None}
         dist.barrier()
         dist.destroy_process_group()
+        if recorder is not None:  # one process, no group: the checkpoint loads into the plain model
+            export = recorder.export(ck_root) if finished else None
+            out["export"] = export
+            recorder.ended("done" if finished else "preempted", export)
+            recorder = None
+        if devices.is_main:
+            out["t_end"] = time.time()
+            _write_json(os.path.join(args.result_dir, "result.json"), out)
         return 0 if res.status == "done" else EXIT_PREEMPTED
     except BaseException as e:  # noqa: BLE001 - every failure must leave a structured reason
         from saturn_airflow.execution.devices import is_oom
@@ -264,6 +288,9 @@ def main(argv=None) -> int:
             "candidate": _CANDIDATE.get("i")})
         if progress is not None:
             progress.fail(step_now, msg)
+        if recorder is not None:
+            recorder.finish("failed", step_now)
+            recorder.ended("failed", None)
         say(f"[saturn] rank {devices.rank} failed: {msg[:500]}", sys.stderr)
         return 1
 

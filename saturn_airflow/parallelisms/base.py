@@ -86,6 +86,17 @@ def rows(t, rank: int, world: int):
     return t[rank * n:(rank + 1) * n]
 
 
+def _rows_in(t) -> int:
+    return _rows_in(t[0]) if isinstance(t, (tuple, list)) else t.shape[0]
+
+
+def rows_range(t, lo: int, hi: int):
+    """Rows [lo, hi) of a batch (a tensor or a tuple of tensors)."""
+    if isinstance(t, (tuple, list)):
+        return type(t)(rows_range(x, lo, hi) for x in t)
+    return t[lo:hi]
+
+
 def to_device(t, device):
     if isinstance(t, (tuple, list)):
         return type(t)(to_device(x, device) for x in t)
@@ -145,6 +156,28 @@ class Trainer:
     def step(self, step: int) -> Optional[float]:  # pragma: no cover - interface
         """Train on global batch `step`; return the global mean loss (at least on rank 0)."""
         raise NotImplementedError
+
+    def eval_forward(self, inputs) -> Optional[tuple[Any, tuple[int, int]]]:
+        """Collective forward of a whole held-out batch in eval mode, no gradients: this rank's outputs
+        and the rows [lo, hi) of the batch they belong to, or None when this rank holds no outputs.
+
+        Default: every rank runs `self.model` on its contiguous share of the rows (right for any layout
+        where each rank's model maps its rows to their outputs: single, DDP, FSDP). A rank whose share
+        is empty still runs a forward (on one row, discarded) so sharded models' collectives line up.
+        """
+        d = self.devices
+        n = _rows_in(inputs)
+        lo, hi = d.rank * n // d.world_size, (d.rank + 1) * n // d.world_size
+        x = rows_range(inputs, lo, hi) if hi > lo else rows_range(inputs, 0, 1)
+        x = to_device(x, getattr(self, "input_device", None) or d.device)
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(x)
+        finally:
+            self.model.train(was)
+        return out, (lo, hi if hi > lo else lo)
 
     def state_dict(self) -> dict:
         """Model and optimizer state keyed by the full model's parameter names, the optimizer's
@@ -314,9 +347,12 @@ class Parallelism:
         return best
 
     def execute(self, job, devices: Devices, knobs: dict, steps: int, checkpoint=None, progress=None, *,
-                stop: Optional[StopSignal] = None, on_step: Optional[Callable[[int, float], None]] = None) -> ExecResult:
+                stop: Optional[StopSignal] = None, on_step: Optional[Callable[[int, float], None]] = None,
+                evaluator=None) -> ExecResult:
         """Train `job` up to step `steps` (resuming from `checkpoint`'s latest), checkpointing on its
-        schedule, stopping (with a save) when all ranks agree on a stop."""
+        schedule, stopping (with a save) when all ranks agree on a stop. `evaluator`
+        (execution.evaluation.Evaluator) runs right after each step it is due at, so a checkpoint at
+        step s always comes after the evaluation at s and a resume never repeats or skips one."""
         trainer = self.build(job, devices, knobs)
         start = checkpoint.load(trainer) if checkpoint is not None else 0
         stop = stop or StopSignal()
@@ -348,6 +384,8 @@ class Parallelism:
                 on_step(step, loss)
             if progress is not None:
                 progress.update(step, loss)
+            if evaluator is not None and evaluator.due(step, job.steps):
+                evaluator.run(trainer, step)
         res = result("done", steps)
         if checkpoint is not None and steps > start:
             checkpoint.save(trainer, steps)  # the trained model, and "done" survives a lost progress record

@@ -31,7 +31,7 @@ from typing import Callable, Optional
 from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable, undominated
 from saturn_airflow.store.files import Store
-from saturn_airflow.spec.workload import JobSpec, Workload
+from saturn_airflow.spec.workload import JobSpec, Workload, evaluation_steps
 
 PROFILER_VERSION = "2"
 # Measurement defaults; the environment may override them (e.g. short trials for end-to-end tests).
@@ -445,7 +445,7 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
                         if t.result is not None:
                             reasons.append(f"{p} x{n}: {r.get('reason')}")
                         continue
-                    configs.append(Config(parallelism=p, gpus=n, runtime_s=round(predict_runtime(r, j.steps, ckpt_every_s), 3),
+                    configs.append(Config(parallelism=p, gpus=n, runtime_s=round(predict_runtime(r, j.steps + evaluation_steps(j), ckpt_every_s), 3),
                                           knobs=r.get("knobs") or {}, gpu_type=gpu_type, step_s=r["step_s"],
                                           step_cpu_s=r.get("step_cpu_s"), startup_s=round(r.get("startup_s", 0.0), 3),
                                           save_s=round(r.get("save_s", 0.0), 3), load_s=round(r.get("load_s", 0.0), 3),
@@ -532,7 +532,7 @@ def _guided(workload, selected, groups, job_group, trials, run_batch, from_cache
         return out
 
     walls = [r.get("trial_wall_s") for r in stats.trials if r.get("trial_wall_s")]
-    steps = {j.name: j.steps for j in selected}
+    steps = {j.name: j.steps + evaluation_steps(j) for j in selected}  # held-out evaluation costs steps too
 
     def cost(gid: str, n: int) -> float:
         """Sweep seconds lost to measuring (gid, n): each trial holds n of the devices for a trial's time."""

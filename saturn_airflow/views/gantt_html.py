@@ -491,13 +491,15 @@ def _legend() -> str:
 def render_html(plans: list[Plan], progress: Optional[dict[str, dict]] = None,
                 baseline_makespan_s: Optional[float] = None, *, cluster: Any = None,
                 now: Optional[float] = None, title: Optional[str] = None,
-                refresh_s: Optional[int] = None, dag_urls: Optional[dict[str, str]] = None, table: Any = None) -> str:
+                refresh_s: Optional[int] = None, dag_urls: Optional[dict[str, str]] = None, table: Any = None,
+                extra_html: str = "") -> str:
     """One self-contained page for a plan lineage (oldest first, newest last): lineage with re-plan
     reasons, makespan comparison, and a Gantt chart per plan version (newest first, older folded).
 
     `progress` is ProgressStore.all(workload): job -> latest record. `cluster` (optional) gives the
     lane count of each node; by default the GPUs the plan and the records use. `refresh_s` adds a
-    meta refresh for live pages; `dag_urls` (plan id -> URL) links each version to its DAG.
+    meta refresh for live pages; `dag_urls` (plan id -> URL) links each version to its DAG;
+    `extra_html` (e.g. the leaderboard) goes right under the makespan comparison.
     """
     plans = list(plans)
     data = chart_data(plans, progress, baseline_makespan_s, cluster=cluster, now=now, table=table)
@@ -508,7 +510,7 @@ def render_html(plans: list[Plan], progress: Optional[dict[str, dict]] = None,
     if not plans:
         return head + f'<h1>{_e(name)}</h1><p class="empty">No plans yet.</p></body></html>'
     body = [f'<h1>{_e(name)}</h1>', _failed_html(data["sweep"]["failed"]), '<h2>Makespan' + (' (whole sweep, all versions)' if len(plans) > 1 else '')
-            + '</h2><div class="sweep">' + _summary_html(data["sweep"]) + '</div>',
+            + '</h2><div class="sweep">' + _summary_html(data["sweep"]) + '</div>', extra_html,
             '<h2>Lineage</h2>', _lineage_html(data, dag_urls)]
     for i, p in enumerate(reversed(data["plans"])):
         newest = i == 0
