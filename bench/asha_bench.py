@@ -85,15 +85,15 @@ def uptime() -> str:
         return ""
 
 
-def outcome(way: str, store_url: str, wl, launches: list[Launch], t0: float, t1: float, **extra) -> dict:
+def outcome(way: str, store_url: str, sweep: str, wl, launches: list[Launch], t0: float, t1: float, **extra) -> dict:
     h = wl.halving()
-    finals = segments.final_values(h, MetricsStore(Store(store_url)).all(wl.name))
+    finals = segments.final_values(h, MetricsStore(Store(store_url), sweep=sweep).all(wl.name))
     done = [j for j, v in finals.items() if v is not None]
     win = policy.best(done, finals, h.goal)
     states: dict[str, int] = {}
     for ln in launches:
         states[ln.status] = states.get(ln.status, 0) + 1
-    values = segments.rung_values(h, MetricsStore(Store(store_url)).all(wl.name))
+    values = segments.rung_values(h, MetricsStore(Store(store_url), sweep=sweep).all(wl.name))
     return {"way": way, "wall_s": round(t1 - t0, 1), "device_s": round(sum(ln.device_s for ln in launches), 1),
             "launches": len(launches), "launch_states": states, "finished": sorted(done), "winner": win,
             "winner_value": finals.get(win), "finals": finals, "rung_values": values, **extra,
@@ -113,7 +113,8 @@ def run_full(args, table, wl_path, wl) -> dict:
     runner = PlanRunner(store_url, wl_path, log=print)
     t0 = time.time()
     runner.run(plan, early_stop=False)
-    return outcome("full", store_url, wl, runner.launches, t0, time.time(), planned_s=round(plan.makespan_s, 1))
+    return outcome("full", store_url, runner.plans[0].sweep, wl, runner.launches, t0, time.time(),
+                   planned_s=round(plan.makespan_s, 1))
 
 
 def run_ray(args, table, wl_path, wl) -> dict:
@@ -133,7 +134,7 @@ def run_ray(args, table, wl_path, wl) -> dict:
                 job = queue.pop(0)
             t = time.time()
             res = run_job(wl_path, job, parallelism=par, knobs={}, device_ids=[device], store_url=store_url,
-                          plan_id="ray", log=lambda m: None, rung_gate="ray-asha")
+                          plan_id="ray", sweep="ray", log=lambda m: None, rung_gate="ray-asha")
             with lock:
                 launches.append(Launch(job, "ray", res.status, [device], par, t, time.time(), res.step))
             print(f"  {time.strftime('%H:%M:%S')} {job}: {res.status} at step {res.step} (device {device}, "
@@ -143,7 +144,7 @@ def run_ray(args, table, wl_path, wl) -> dict:
     threads = [threading.Thread(target=worker, args=(d,)) for d in range(args.devices)]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    return outcome("ray", store_url, wl, launches, t0, time.time())
+    return outcome("ray", store_url, "ray", wl, launches, t0, time.time())
 
 
 def run_ours(args, table, wl_path, wl, way="ours", one_device=False) -> dict:
@@ -164,7 +165,8 @@ def run_ours(args, table, wl_path, wl, way="ours", one_device=False) -> dict:
     t0 = time.time()
     runner.run(plan, early_stop=True)
     resized = sorted({ln.job for ln in runner.launches if len(ln.devices) > 1})
-    return outcome(way, store_url, wl, runner.launches, t0, time.time(), replans=len(runner.plans) - 1,
+    return outcome(way, store_url, runner.plans[0].sweep, wl, runner.launches, t0, time.time(),
+                   replans=len(runner.plans) - 1,
                    replan_s=[round(s, 2) for s in runner.replan_s], first_plan_s=round(plan_s, 1),
                    planned_first_s=round(plan.makespan_s, 1), resized=resized)
 

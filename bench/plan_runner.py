@@ -66,7 +66,7 @@ class PlanRunner:
             verdict, why = decide.start_decision(self.store, plan, job)
             if verdict != "run":
                 return
-            keys = [leases.job_key(plan.workload, job)] + [leases.device_key(a.node, g) for g in a.gpu_ids]
+            keys = [leases.job_key(plan.workload, job, sweep=plan.sweep)] + [leases.device_key(a.node, g) for g in a.gpu_ids]
             owner = {"job": job, "plan_id": plan.plan_id, "workload": plan.workload, "dag_run": "local"}
             with leases.acquire(self.store, keys, owner, timeout_s=None, log=lambda m: None):
                 verdict, why = decide.start_decision(self.store, plan, job)
@@ -85,7 +85,7 @@ class PlanRunner:
                 w.start()
                 t0 = time.time()
                 res = run_job(self.workload_path, job, parallelism=a.parallelism, knobs=dict(a.knobs),
-                              device_ids=list(a.gpu_ids), store_url=self.store.url, plan_id=plan.plan_id,
+                              device_ids=list(a.gpu_ids), store_url=self.store.url, plan_id=plan.plan_id, sweep=plan.sweep,
                               log=lambda m: None, stop_event=stop, steps=segments.target(plan, job),
                               rung_gate=segments.rung_gate(plan, job))
                 watching.set()
@@ -109,7 +109,7 @@ class PlanRunner:
     # -- the lineage ------------------------------------------------------------------------------
     def run(self, plan: Plan, *, early_stop: bool = True, timeout_s: float = 7200.0) -> None:
         """Publish and run `plan` and (early_stop) every rung re-plan after it, until all work has ended."""
-        self.ps.publish(plan)
+        plan = self.ps.publish(plan)
         self._start(plan)
         deadline = time.time() + timeout_s
         current = plan
@@ -124,9 +124,8 @@ class PlanRunner:
                                                   restart_overhead_s=self.restart_overhead_s)
                     self.replan_s.append(time.time() - t0)
                     if res.plan is not None:
-                        self.ps.publish(res.plan)
+                        current = self.ps.publish(res.plan)
                         self.log(f"  {time.strftime('%H:%M:%S')} re-plan ({event['reason']}): {res.message}")
-                        current = res.plan
                         self._start(current)
                         continue
             if all(not t.is_alive() for t in self._threads):

@@ -229,10 +229,10 @@ class SaturnSolveOperator(BaseOperator):
         table = planning_steps.plan_table_of(store, parent)
         steps = {j.name: j.steps for j in wl.jobs}
         res = replan.replan_from_store(
-            ps, ProgressStore(store), table, parent.plan_id, steps, owner=context["run_id"], solver=solver,
+            ps, ProgressStore(store, sweep=parent.sweep), table, parent.plan_id, steps, owner=context["run_id"], solver=solver,
             time_limit=time_limit, restart_overhead_s=settings.restart_overhead_s(),
             min_gain=settings.min_preempt_gain(), reason=info.get("reason") or "drift",
-            rates=drift.get("rates"), samples=drift.get("samples"), log=self.log.info)
+            rates=drift.get("rates"), log=self.log.info)
         return self._stage_child(store, parent, res)
 
     def _stage_child(self, store, parent, res):

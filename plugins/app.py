@@ -1,8 +1,8 @@
 """The plugin's FastAPI app (mounted at /saturn by the api-server): plan pages and a JSON API.
 
 It only translates: plans and progress come from the stores, the chart from
-saturn_airflow.views.gantt_html, the leaderboard and metric curves from saturn_airflow.views.leaderboard(_html). Plugin apps are open by default, so every route depends on `authorize`,
-which runs Airflow's own `get_user` (Bearer JWT or the UI's `_token` cookie, checked by the configured
+saturn_airflow.views.gantt_html, the leaderboard and metric curves from saturn_airflow.views.leaderboard
+and leaderboard_html. Plugin apps are open by default, so every route depends on `authorize`, which runs Airflow's own `get_user` (Bearer JWT or the UI's `_token` cookie, checked by the configured
 auth manager) and then asks that auth manager whether the user may read the plan's DAG.
 Airflow's API modules are imported lazily: the scheduler and DAG processor load this plugin too.
 """
@@ -114,12 +114,26 @@ def _context(lineage: list[Plan]) -> tuple[Any, Optional[float]]:
     return _CONTEXT[root]
 
 
+_TABLES: dict[str, Any] = {}
+
+
+def _table(lineage: list[Plan]) -> Any:
+    """The lineage's profile table (the projection's profiled step times, as the drift watch uses them)."""
+    root = lineage[0].plan_id
+    if root not in _TABLES:
+        table = gantt_html.lineage_table(store(), lineage)
+        if table is None:
+            return None
+        _TABLES[root] = table
+    return _TABLES[root]
+
+
 def _board(st: Store, lineage: list[Plan]):
     """The leaderboard of a lineage's jobs (every version's: a re-plan lists only what remained)."""
     jobs: list[str] = []
     for p in lineage:
         jobs += [a.job for a in p.assignments if a.job not in jobs]
-    return leaderboard(st, lineage[-1].workload, jobs)
+    return leaderboard(st, lineage[-1].workload, lineage[-1].sweep, jobs)
 
 
 def _results_html(lineage: list[Plan]) -> str:
@@ -130,8 +144,9 @@ def _results_html(lineage: list[Plan]) -> str:
     from saturn_airflow.views.halving_html import render_halving
 
     st = store()
-    halving = render_halving(lineage, ProgressStore(st).all(lineage[-1].workload),
-                             MetricsStore(st).all(lineage[-1].workload))
+    sweep = lineage[-1].sweep
+    halving = render_halving(lineage, ProgressStore(st, sweep=sweep).all(lineage[-1].workload),
+                             MetricsStore(st, sweep=sweep).all(lineage[-1].workload))
     return render_results(_board(st, lineage)) + halving
 
 
@@ -141,7 +156,7 @@ def _page(plan_id: Optional[str], dag_id: Optional[str], latest: bool) -> tuple[
     lineage, pid = _resolve(ps, plan_id, dag_id)
     if latest:  # follow re-plans forward so an old DAG's tab shows what happened next
         lineage = ps.lineage(_newest_descendant(ps, pid))
-    progress = ProgressStore(st).all(lineage[-1].workload)
+    progress = ProgressStore(st, sweep=lineage[-1].sweep).all(lineage[-1].workload)
     return lineage, progress, pid
 
 
@@ -155,7 +170,7 @@ def index(dag_id: Optional[str] = None, plan_id: Optional[str] = None) -> HTMLRe
     entries, newest = [], None
     for p in _latest_per_workload(list(ps.plans()), ps):
         lineage = ps.lineage(p.plan_id)
-        progress = ProgressStore(st).all(p.workload)
+        progress = ProgressStore(st, sweep=p.sweep).all(p.workload)
         sw = gantt_html.chart_data(lineage, progress)["sweep"]
         entries.append({"workload": p.workload, "plan_id": p.plan_id, "versions": len(lineage),
                         "makespan_s": lineage[0].makespan_s, "created_at": lineage[0].created_at,
@@ -163,7 +178,7 @@ def index(dag_id: Optional[str] = None, plan_id: Optional[str] = None) -> HTMLRe
         if newest is None:  # the most recent lineage's chart under the list
             cluster, baseline = _context(lineage)
             newest = gantt_html.page_body(gantt_html.render_html(
-                lineage, progress, baseline, cluster=cluster,
+                lineage, progress, baseline, cluster=cluster, table=_table(lineage),
                 dag_urls={q.plan_id: f"/dags/{plan_dag_id(q.plan_id)}" for q in lineage},
                 extra_html=_results_html(lineage)))
     return HTMLResponse(gantt_html.render_index(entries, newest))
@@ -176,7 +191,7 @@ def plan_page(plan_id: Optional[str] = None, dag_id: Optional[str] = None,
     cluster, baseline = _context(lineage)
     running = any(r and r.get("state") == "running" for r in progress.values())
     urls = {p.plan_id: f"/dags/{plan_dag_id(p.plan_id)}" for p in lineage}
-    return HTMLResponse(gantt_html.render_html(lineage, progress, baseline, cluster=cluster, dag_urls=urls,
+    return HTMLResponse(gantt_html.render_html(lineage, progress, baseline, cluster=cluster, dag_urls=urls, table=_table(lineage),
                                                refresh_s=REFRESH_S if running else None,
                                                extra_html=_results_html(lineage)))
 
@@ -196,7 +211,7 @@ def plan_data(plan_id: str, latest: bool = False) -> JSONResponse:
     """What the chart draws (lanes, planned and actual slots, makespans, lineage) as JSON."""
     lineage, progress, _ = _page(plan_id, None, latest)
     cluster, baseline = _context(lineage)
-    return JSONResponse(gantt_html.chart_data(lineage, progress, baseline, cluster=cluster))
+    return JSONResponse(gantt_html.chart_data(lineage, progress, baseline, cluster=cluster, table=_table(lineage)))
 
 
 @app.get("/api/plans/{plan_id}/results")

@@ -191,12 +191,11 @@ def main(argv=None) -> int:
     root = wait("the published plan", lambda: sorted(set(ps.ids()) - known)[:1], 60)[0]
     say(f"Plan {root} published; its DAG {dag_id(root)} runs the jobs.")
 
-    progress_store = ProgressStore(Store(settings.store_url()))
+    progress_store = ProgressStore(Store(settings.store_url()), sweep=ps.get(root).sweep)
 
     def finished():
         pid = newest(ps, root)
-        rep.jobs({j: r for j, r in progress_store.all(ps.get(pid).workload).items()
-                  if r and r.get("plan_id") in {p.plan_id for p in ps.lineage(pid)}})
+        rep.jobs({j: r for j, r in progress_store.all(ps.get(pid).workload).items() if r})
         r = latest_run(api, dag_id(pid))
         if not r or r["state"] not in TERMINAL or active_planning_runs(api):
             return None
@@ -206,7 +205,7 @@ def main(argv=None) -> int:
     lineage = ps.lineage(last)
     st = Store(settings.store_url())
     cluster, baseline = gantt_html.store_context(st, lineage)
-    progress = ProgressStore(st).all(lineage[-1].workload)
+    progress = ProgressStore(st, sweep=lineage[-1].sweep).all(lineage[-1].workload)
     data = gantt_html.chart_data(lineage, progress, baseline, cluster=cluster)
     sw = data["sweep"]
     fmt = gantt_html.fmt_s
@@ -229,7 +228,7 @@ def main(argv=None) -> int:
     jobs: list[str] = []
     for p in lineage:
         jobs += [x.job for x in p.assignments if x.job not in jobs]
-    board = leaderboard(st, lineage[-1].workload, jobs)
+    board = leaderboard(st, lineage[-1].workload, lineage[-1].sweep, jobs)
     if a.html:
         Path(a.html).write_text(gantt_html.render_html(lineage, progress, baseline, cluster=cluster,
                                                        extra_html=render_results(board)))
@@ -238,7 +237,7 @@ def main(argv=None) -> int:
     print(render_text(board))
     w = board.winner
     if w is not None and w.export_path:
-        print("  Load it with plain torch (no torch.distributed):")
+        print("  Load it without torch.distributed (safetensors + the import path in its header):")
         print(f"    python -c \"from saturn_airflow.execution.export import load_exported; "
               f"print(load_exported('{w.export_path}'))\"")
     print(f"  The same table: saturn results {last} --store {st.url} [--json | --csv]; "

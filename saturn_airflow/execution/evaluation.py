@@ -91,6 +91,7 @@ class Evaluator:
         self.extra_steps = set(int(s) for s in extra_steps)
         self.fns = metric_functions(job)
         self.last: Optional[dict] = None
+        self._batches: dict[int, tuple] = {}  # the held-out set is small and the same every time: built once
 
     def due(self, step: int, total: int) -> bool:
         every = self.spec.every_steps
@@ -102,7 +103,9 @@ class Evaluator:
         d = self.devices
         sums = torch.zeros(len(self.fns) + 1, dtype=torch.float64)
         for i in range(self.spec.batches):
-            x, y = heldout_batch(self.job, i)
+            if i not in self._batches:
+                self._batches[i] = heldout_batch(self.job, i)
+            x, y = self._batches[i]
             got = trainer.eval_forward(x)
             if got is None:
                 continue

@@ -5,8 +5,8 @@ FSDP or pipeline stages, into the plain model in one process with no process gro
 at the end of a job and `saturn export` for a job that finished earlier share one path.
 
 Layout under the store root:
-  models/<workload>/<job>/model.safetensors   the model's state dict, full tensors
-  models/<workload>/<job>/model.json          how to rebuild it: import path, arguments, step, plan, metrics
+  models/<workload>/<sweep>/<job>/model.safetensors   the model's state dict, full tensors
+  models/<workload>/<sweep>/<job>/model.json          how to rebuild it: import path, arguments, step, plan, metrics
 The safetensors header carries the import path and arguments too, so the file alone is enough:
 
     import importlib, json, safetensors, safetensors.torch
@@ -36,15 +36,15 @@ MODEL_FILE = "model.safetensors"
 META_FILE = "model.json"
 
 
-def export_rel(workload: str, job: str) -> str:
-    return f"models/{workload}/{job}"
+def export_rel(workload: str, sweep: str, job: str) -> str:
+    return f"models/{workload}/{sweep}/{job}"
 
 
-def read_export(store: Store, workload: str, job: str) -> Optional[dict]:
+def read_export(store: Store, workload: str, sweep: str, job: str) -> Optional[dict]:
     """The export's description (model.json), with `path` set to the model file, or None."""
-    meta = store.read_json(posixpath.join(export_rel(workload, job), META_FILE))
+    meta = store.read_json(posixpath.join(export_rel(workload, sweep, job), META_FILE))
     if meta:
-        meta["path"] = store.path(export_rel(workload, job), MODEL_FILE)
+        meta["path"] = store.path(export_rel(workload, sweep, job), MODEL_FILE)
     return meta
 
 
@@ -62,7 +62,7 @@ def _plain_tensors(model) -> dict:
     return out
 
 
-def export_from_checkpoint(job, checkpoint_root: str, store: Store, workload: str,
+def export_from_checkpoint(job, checkpoint_root: str, store: Store, workload: str, sweep: str,
                            info: Optional[dict[str, Any]] = None) -> dict:
     """Load `job`'s latest checkpoint into its plain model and write model.safetensors + model.json.
 
@@ -86,8 +86,8 @@ def export_from_checkpoint(job, checkpoint_root: str, store: Store, workload: st
     model.load_state_dict(sd["model"])
     tensors = _plain_tensors(model)
     header = {"saturn.format": FORMAT, "saturn.model": job.model, "saturn.model_args": json.dumps(job.model_args),
-              "saturn.job": job.name, "saturn.workload": workload, "saturn.step": str(ptr["step"])}
-    rel = export_rel(workload, job.name)
+              "saturn.job": job.name, "saturn.workload": workload, "saturn.sweep": sweep, "saturn.step": str(ptr["step"])}
+    rel = export_rel(workload, sweep, job.name)
     target = store.path(rel, MODEL_FILE)
     store.fs.makedirs(store.path(rel), exist_ok=True)
     folder = os.path.dirname(target) if store.local else None
@@ -104,7 +104,7 @@ def export_from_checkpoint(job, checkpoint_root: str, store: Store, workload: st
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    meta = {"format": FORMAT, "file": MODEL_FILE, "job": job.name, "workload": workload,
+    meta = {"format": FORMAT, "file": MODEL_FILE, "job": job.name, "workload": workload, "sweep": sweep,
             "model": job.model, "model_args": job.model_args, "step": int(ptr["step"]), "steps": job.steps,
             "checkpoint": os.path.join(checkpoint_root, ptr["dir"]), "parallelism": ptr.get("parallelism"),
             "world_size": ptr.get("world_size"), "parameters": sum(t.numel() for t in tensors.values()),

@@ -3,7 +3,8 @@
 A lease is a small JSON record `leases/<key>.json` in the store, created once (atomically) by its
 holder and deleted on release. Keys used by the provider:
   device/<node>/<id>        one GPU (or CPU core) of a node
-  job/<workload>/<job>      one training job (never run twice at once, across plan versions)
+  job/<workload>/<sweep>/<job>  one training job of one sweep (never run twice at once, across the
+                            sweep's plan versions; another sweep's job of the same name is another job)
 
 Acquisition is all-or-nothing in sorted key order (no deadlock between two multi-device jobs); a
 caller that cannot get every key releases what it took and waits. A lease whose holder process is
@@ -35,8 +36,8 @@ def device_key(node: str, device_id: int) -> str:
     return f"device/{node}/{int(device_id)}"
 
 
-def job_key(workload: str, job: str) -> str:
-    return f"job/{workload}/{job}"
+def job_key(workload: str, job: str, *, sweep: str) -> str:
+    return f"job/{workload}/{sweep}/{job}"
 
 
 def _proc_start(pid: int) -> Optional[str]:
@@ -77,6 +78,15 @@ class Leases:
         for key in reversed(self.keys):
             _release_one(self.store, key, self.token, self.owner)
         self.keys = []
+
+    def attach_group(self, pgid: int) -> None:
+        """The holder launched a process group (torchrun and its ranks) that uses these keys: the
+        leases stay live while any process of it runs, even after the holder itself died."""
+        for key in self.keys:
+            with _key_lock(self.store, key):
+                current = holder(self.store, key)
+                if current is not None and current.get("token") == self.token:
+                    self.store.write_json(_rel(key), {**current, "group": int(pgid)})
 
     def __enter__(self) -> "Leases":
         return self
@@ -123,9 +133,24 @@ def holder(store: Store, key: str) -> Optional[dict]:
     return store.read_json(_rel(key))
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group `pgid` still runs."""
+    if pgid <= 0:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def is_stale(record: dict, max_age_s: Optional[float] = None) -> bool:
     if record.get("host") == HOST and "pid" in record:
-        return not pid_alive(int(record["pid"]), record.get("pid_start"))
+        if pid_alive(int(record["pid"]), record.get("pid_start")):
+            return False
+        return not (record.get("group") and group_alive(int(record["group"])))
     if max_age_s is not None:
         return time.time() - float(record.get("at", 0)) > max_age_s
     return False

@@ -17,11 +17,11 @@ from saturn_airflow.store.metrics import MetricsStore
 class JobRecorder:
     TRACKER_RETRY_S = 60.0  # after a failed call to the tracker, leave it alone this long
 
-    def __init__(self, *, store_url: str, workload: str, job, plan_id: str, parallelism: str,
+    def __init__(self, *, store_url: str, workload: str, sweep: str, job, plan_id: str, parallelism: str,
                  device_ids: list[int], world_size: int, progress=None, log=print):
         self.store = Store(store_url)
-        self.metrics = MetricsStore(self.store)
-        self.workload, self.job, self.plan_id = workload, job, plan_id
+        self.metrics = MetricsStore(self.store, sweep=sweep)
+        self.workload, self.sweep, self.job, self.plan_id = workload, sweep, job, plan_id
         self.parallelism, self.device_ids, self.world_size = parallelism, list(device_ids), world_size
         self.progress = progress  # the ProgressReporter, for the training loss beside each evaluation
         self.log = log
@@ -30,7 +30,7 @@ class JobRecorder:
         self._tracker_away_until = 0.0
         from saturn_airflow.tracking import tracker_for
 
-        self.tracker = self._guard("tracking", lambda: tracker_for(self.store, workload, plan_id, log=log))
+        self.tracker = self._guard("tracking", lambda: tracker_for(self.store, workload, sweep, plan_id))
 
     def _guard(self, what: str, fn):
         try:
@@ -81,7 +81,7 @@ class JobRecorder:
         rec = self.metrics.get(self.workload, self.job.name) or {}
         last = (rec.get("points") or [{}])[-1]
         meta = self._guard("model export", lambda: export_from_checkpoint(
-            self.job, checkpoint_root, self.store, self.workload,
+            self.job, checkpoint_root, self.store, self.workload, self.sweep,
             info={"plan_id": self.plan_id, "metrics": last.get("values"), "metrics_step": last.get("step")}))
         if meta:
             self.log(f"[saturn] {self.job.name}: model exported to {meta['path']} ({meta['bytes']} bytes, "

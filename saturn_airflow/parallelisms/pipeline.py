@@ -131,7 +131,7 @@ class Pipeline(Parallelism):
         import torch.nn as tnn  # the factory is plain Python: call it cheaply on the meta device
 
         with torch.device("meta"):
-            model = resolve(job.model)(**job.model_args)
+            model = resolve(job.model, job=job.name, role="model factory")(**job.model_args)
         if not isinstance(model, tnn.Sequential):
             return f"pipeline needs a torch.nn.Sequential model; {job.model} returns {type(model).__name__}"
         if len(model) < n_devices:

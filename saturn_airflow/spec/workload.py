@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from saturn_airflow.spec.cluster import Cluster, local_cluster
 from saturn_airflow.spec.early_stop import EarlyStopSpec, Halving, resolve as resolve_early_stop
+from saturn_airflow.spec.names import check_name
 from saturn_airflow.spec.documents import decode_yaml, parse_document, read_document
 from saturn_airflow.errors import NotFoundError, pydantic_message
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def registered_parallelism_names() -> list[str]:
@@ -161,9 +161,7 @@ class JobSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _JOB_NAME.match(v) or len(v) > 200:
-            raise ValueError(f"job name {v!r} must start with a letter or digit and hold only letters, digits, '-', '_', '.'")
-        return v
+        return check_name("job name", v)
 
     @field_validator("model", "data", "loss")
     @classmethod
@@ -211,9 +209,7 @@ class Workload(BaseModel):
     @field_validator("name")
     @classmethod
     def _wl_name(cls, v: str) -> str:
-        if not _JOB_NAME.match(v):
-            raise ValueError(f"workload name {v!r} must hold only letters, digits, '-', '_', '.'")
-        return v
+        return check_name("workload name", v)
 
     @field_validator("parallelisms")
     @classmethod

@@ -1,11 +1,12 @@
 """Per-job results records: held-out evaluation points keyed by step, the job's attempts, its hyper-parameters.
 
 Layout under the store root:
-  metrics/<workload>/<job>.json   {"job", "workload", "evaluation": {metric, goal, metrics}, "params", "spec",
+  metrics/<workload>/<sweep>/<job>.json   {"job", "workload", "sweep", "evaluation": {metric, goal, metrics}, "params", "spec",
                                    "points": [{"step", "values", "plan_id", "parallelism", "world_size", "t", ...}],
                                    "attempts": [{"plan_id", "parallelism", "device_ids", "start_step",
                                                  "started_at", "ended_at", "end_step", "status"}]}
-Only the job's running rank 0 writes it (leases give a job one runner at a time), each write
+Per sweep, like the progress records (a second sweep of the workload has its own results). Only
+the job's running rank 0 writes it (leases give a job one runner at a time), each write
 replaces the file whole (atomic). A point is keyed by its step: a resume that repeats an
 evaluation (after a lost checkpoint interval) replaces it with the same values, never adds one.
 Kept apart from the progress record, which says where a job is now; this says what it achieved.
@@ -36,19 +37,19 @@ def flat_params(job) -> dict[str, Any]:
 
 
 class MetricsStore:
-    def __init__(self, store: Optional[Store] = None):
+    def __init__(self, store: Optional[Store] = None, *, sweep: str):
         self.store = store or Store()
+        self.sweep = sweep
 
-    @staticmethod
-    def rel(workload: str, job: str) -> str:
-        return f"metrics/{workload}/{job}.json"
+    def rel(self, workload: str, job: str) -> str:
+        return f"metrics/{workload}/{self.sweep}/{job}.json"
 
     def get(self, workload: str, job: str) -> Optional[dict]:
         return self.store.read_json(self.rel(workload, job))
 
     def all(self, workload: str) -> dict[str, dict]:
         out = {}
-        for name in self.store.list(f"metrics/{workload}"):
+        for name in self.store.list(f"metrics/{workload}/{self.sweep}"):
             rec = self.get(workload, name)
             if rec:
                 out[name] = rec
@@ -59,7 +60,8 @@ class MetricsStore:
         self.store.write_json(self.rel(workload, job), rec)
 
     def _base(self, workload: str, job) -> dict:
-        rec = self.get(workload, job.name) or {"job": job.name, "workload": workload, "points": [], "attempts": []}
+        rec = self.get(workload, job.name) or {"job": job.name, "workload": workload, "sweep": self.sweep,
+                                               "points": [], "attempts": []}
         rec["params"] = flat_params(job)
         rec["spec"] = job.model_dump(mode="json")  # enough to rebuild the model later (`saturn export`)
         ev = job.evaluation
@@ -79,7 +81,8 @@ class MetricsStore:
         return rec
 
     def add_point(self, workload: str, job: str, step: int, values: dict[str, float], **info: Any) -> dict:
-        rec = self.get(workload, job) or {"job": job, "workload": workload, "points": [], "attempts": []}
+        rec = self.get(workload, job) or {"job": job, "workload": workload, "sweep": self.sweep, "points": [],
+                                          "attempts": []}
         now = time.time()
         point = {"step": int(step), "values": {k: float(v) for k, v in values.items()}, "t": now, **info}
         points = [p for p in rec.get("points", []) if p.get("step") != point["step"]] + [point]

@@ -84,16 +84,17 @@ def state_now(store: Store, plan: Plan, records: Optional[dict[str, Optional[dic
     ps = PlanStore(store)
     ids = lineage_ids(ps, plan)
     if records is None:  # a task holding its job's lease counts as running while its runner starts
-        records = with_leased_jobs(store, plan, ProgressStore(store).all(plan.workload))
+        records = with_leased_jobs(store, plan, ProgressStore(store, sweep=plan.sweep).all(plan.workload))
     recs = segments.of_lineage(records, ids)
-    verdict = segments.verdicts(segments.halving_of(plan), MetricsStore(store).all(plan.workload), recs, ids)
+    verdict = segments.verdicts(segments.halving_of(plan), MetricsStore(store, sweep=plan.sweep).all(plan.workload),
+                                recs, ids)
     return recs, verdict, ids
 
 
 def look(store: Store, plan: Plan, records: Optional[dict[str, Optional[dict]]] = None) -> Optional[dict]:
     """One look of the watch at a segmented plan: losers marked stopped; a rung event when due, else None."""
     recs, verdict, _ = state_now(store, plan, records)
-    stop_losers(ProgressStore(store), plan, verdict, recs)
+    stop_losers(ProgressStore(store, sweep=plan.sweep), plan, verdict, recs)
     return segments.rung_event(plan, recs, verdict, restart_overhead_s=settings.restart_overhead_s())
 
 
@@ -103,8 +104,9 @@ def replan_from_store(store: Store, plan_id: str, *, owner: str, reason: str = "
     publishes `.plan` (None: nothing to plan, the message says why)."""
     from saturn_airflow.control.replan import ReplanResult, claim_replan
 
-    ps, prog = PlanStore(store), ProgressStore(store)
+    ps = PlanStore(store)
     plan = ps.get(plan_id)
+    prog = ProgressStore(store, sweep=plan.sweep)
     if ps.superseded_by(plan_id):
         return ReplanResult(None, "none", {}, {}, f"plan {plan_id} is already superseded by {ps.superseded_by(plan_id)}")
     if not claim_replan(ps, plan_id, owner):

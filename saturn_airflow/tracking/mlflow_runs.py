@@ -159,11 +159,12 @@ class MlflowTracker:
         self.client.set_tag(rid, "saturn.model_path", export["path"])
 
     def sweep_jobs(self) -> Optional[list[str]]:
-        """Every job of the sweep: the union over its plan versions (a re-plan lists only what remained)."""
+        """Every job of the sweep: the union over its plan versions (a re-plan lists only what remained);
+        None for a sweep without plans (jobs trained by hand)."""
         ps = PlanStore(self.store)
         try:
             root = ps.get(self.sweep)
-        except KeyError:
+        except KeyError:  # NotFoundError
             return None
         jobs, pid, seen = [], root.plan_id, set()
         while pid and pid not in seen:
@@ -177,12 +178,12 @@ class MlflowTracker:
         jobs = self.sweep_jobs()
         if not jobs:
             return False
-        progress = ProgressStore(self.store).all(self.workload)
+        progress = ProgressStore(self.store, sweep=self.sweep).all(self.workload)
         if any((progress.get(j) or {}).get("state") not in TERMINAL for j in jobs):
             return False
         from saturn_airflow.views.leaderboard import leaderboard
 
-        board = leaderboard(self.store, self.workload, jobs)
+        board = leaderboard(self.store, self.workload, self.sweep, jobs)
         parent = self.parent_run_id()
         w = board.winner
         if w is not None:

@@ -58,6 +58,7 @@ class Section:
 @dataclass
 class Board:
     workload: str
+    sweep: str
     sections: list[Section]
     varying: list[str]  # hyper-parameters that differ between jobs (the table's columns)
 
@@ -71,7 +72,7 @@ class Board:
 
     def to_dict(self) -> dict:
         w = self.winner
-        return {"workload": self.workload, "varying": self.varying,
+        return {"workload": self.workload, "sweep": self.sweep, "varying": self.varying,
                 "winner": None if w is None else {"job": w.job, "metric": w.metric, "final": w.final,
                                                   "export_path": w.export_path},
                 "sections": [{"metric": s.metric, "goal": s.goal, "heldout": s.heldout,
@@ -133,23 +134,25 @@ def _sort_key(r: Row) -> tuple:
 
 
 def varying_params(rows: Iterable[Row]) -> list[str]:
-    """Hyper-parameters whose value is not the same for every job (in a stable, readable order)."""
+    """Hyper-parameters whose value is not the same for every job (in a stable, readable order). The
+    data factory and its arguments describe the task, not a choice being compared: they stay out of
+    the table's columns (CSV and JSON carry every parameter)."""
     rows = [r for r in rows if r.params]  # a job that never started has none to compare
     keys: list[str] = []
     for r in rows:
-        keys += [k for k in r.params if k not in keys]
+        keys += [k for k in r.params if k not in keys and k != "data" and not k.startswith("data_args.")]
     out = [k for k in keys if len({json.dumps(r.params.get(k), sort_keys=True) for r in rows}) > 1]
     return sorted(out, key=lambda k: (not k.startswith("optimizer"), k))
 
 
-def leaderboard(store: Store, workload: str, jobs: Optional[Iterable[str]] = None) -> Board:
-    """The board of `workload`'s jobs (all with a record, or exactly `jobs` when given)."""
+def leaderboard(store: Store, workload: str, sweep: str, jobs: Optional[Iterable[str]] = None) -> Board:
+    """The board of one sweep of `workload` (every job with a record, or exactly `jobs` when given)."""
     from saturn_airflow.execution.export import read_export
 
-    results = MetricsStore(store).all(workload)
-    progress = {k: v for k, v in ProgressStore(store).all(workload).items() if v}
+    results = MetricsStore(store, sweep=sweep).all(workload)
+    progress = {k: v for k, v in ProgressStore(store, sweep=sweep).all(workload).items() if v}
     names = list(jobs) if jobs is not None else sorted(set(results) | set(progress))
-    rows = [_row(j, results.get(j), progress.get(j), read_export(store, workload, j)) for j in names]
+    rows = [_row(j, results.get(j), progress.get(j), read_export(store, workload, sweep, j)) for j in names]
     sections: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         sections.setdefault((r.metric, r.goal), []).append(r)
@@ -162,7 +165,7 @@ def leaderboard(store: Store, workload: str, jobs: Optional[Iterable[str]] = Non
     first = out[0].rows[0] if out and out[0].rows else None
     if first is not None and first.state == "done" and first.final is not None:
         first.winner = True
-    return Board(workload, out, varying_params(rows))
+    return Board(workload, sweep, out, varying_params(rows))
 
 
 # ---- text, CSV, JSON -----------------------------------------------------------------------------

@@ -92,9 +92,9 @@ def lineage(af):
     return plans
 
 
-def wait_sweep(af, timeout_s: float) -> dict:
+def wait_sweep(af, sweep: str, timeout_s: float) -> dict:
     """Until every job is done or stopped (following the re-plans), or the time runs out."""
-    prog = ProgressStore(Store(af.saturn_home))
+    prog = ProgressStore(Store(af.saturn_home), sweep=sweep)
     deadline = time.time() + timeout_s
     recs = {}
     while time.time() < deadline:
@@ -117,7 +117,7 @@ def test_losers_stop_at_the_rung_and_the_winner_resumes_on_both_devices(af, tmp_
                                         "drift_threshold": 1000})  # only rung re-plans here
     assert af.wait_run("saturn_plan", run_id, timeout_s=900) == "success"
     planned_at = time.time()
-    recs = wait_sweep(af, 1200)
+    recs = wait_sweep(af, lineage(af)[0].sweep, 1200)
     swept_at = time.time()
     store = Store(af.saturn_home)
     plans = lineage(af)
@@ -130,7 +130,7 @@ def test_losers_stop_at_the_rung_and_the_winner_resumes_on_both_devices(af, tmp_
     for j, r in recs.items():
         if j != WINNER:
             assert r["state"] == "stopped" and r["step"] == 20, r
-    ev = job_events.events(store, NAME)
+    ev = job_events.events(store, NAME, sweep=first.sweep)
     for j in recs:  # a stopped job is never started again after its stop
         ends = [e for e in ev if e["job"] == j and e["event"] == "end"]
         assert all(e["status"] in ("done", "paused", "stopped", "preempted") for e in ends), ends
@@ -138,7 +138,7 @@ def test_losers_stop_at_the_rung_and_the_winner_resumes_on_both_devices(af, tmp_
             starts = [e for e in ev if e["job"] == j and e["event"] == "start"]
             assert len(starts) == 1, starts
     # the winner resumed from its rung checkpoint on both devices under another parallelism
-    attempts = MetricsStore(store).get(NAME, WINNER)["attempts"]
+    attempts = MetricsStore(store, sweep=first.sweep).get(NAME, WINNER)["attempts"]
     assert attempts[0]["parallelism"] == "single" and len(attempts[0]["device_ids"]) == 1, attempts
     assert attempts[-1]["start_step"] == 20 and len(attempts[-1]["device_ids"]) == 2, attempts
     assert attempts[-1]["parallelism"] == "ddp", attempts

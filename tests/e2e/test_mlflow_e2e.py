@@ -122,8 +122,8 @@ def test_sweep_parent_run_child_runs_continue_across_replan_and_resume(mlflow_se
     store = Store(str(tmp_path / "store"))
     ps = PlanStore(store)
     root, child = _plans(wl)
-    ps.publish(root)
-    kw = dict(store_url=store.url, log=lambda line: print(line) if "MLflow" in line else None, timeout_s=300)
+    root = ps.publish(root)
+    kw = dict(store_url=store.url, sweep=root.sweep, log=lambda line: print(line) if "MLflow" in line else None, timeout_s=300)
     t0 = time.time()
     # job a: ddp x2 under the root plan, stopped at step 3 (as if preempted by the re-plan)
     r1 = run_job(wl, a, parallelism="ddp", knobs={}, device_ids=[0, 1], plan_id=root.plan_id, stop_at_step=3, **kw)
@@ -132,7 +132,8 @@ def test_sweep_parent_run_child_runs_continue_across_replan_and_resume(mlflow_se
     r2 = run_job(wl, b, parallelism="single", knobs={}, device_ids=[0], plan_id=root.plan_id, **kw)
     assert r2.status == "done", r2.message
     # the re-plan: a resumes under fsdp x2 with another plan id
-    ps.publish(child)
+    child = ps.publish(child)
+    assert child.sweep == root.sweep
     r3 = run_job(wl, a, parallelism="fsdp", knobs={}, device_ids=[0, 1], plan_id=child.plan_id, **kw)
     assert r3.status == "done", r3.message
     print(f"three launches took {time.time() - t0:.1f} s")
@@ -155,7 +156,7 @@ def test_sweep_parent_run_child_runs_continue_across_replan_and_resume(mlflow_se
     assert (ra.data.tags["saturn.parallelism"], ra.data.tags["saturn.plan_id"], ra.data.tags["saturn.attempts"]) == \
         ("fsdp", child.plan_id, "2")
     # one metric per evaluation step, across the resume, equal to the store's record
-    rec = MetricsStore(store).get(wl.name, a)
+    rec = MetricsStore(store, sweep=root.sweep).get(wl.name, a)
     for name in ("loss", "accuracy"):
         hist = client.get_metric_history(ra.info.run_id, name)
         assert [m.step for m in hist] == [2, 4, 6], (name, [(m.step, m.value) for m in hist])
@@ -163,7 +164,7 @@ def test_sweep_parent_run_child_runs_continue_across_replan_and_resume(mlflow_se
     assert [m.step for m in client.get_metric_history(ra.info.run_id, "train_loss")] == [2, 4, 6]
 
     # the exported model is each run's artifact, and loads with plain torch
-    board = leaderboard(store, wl.name, [a, b])
+    board = leaderboard(store, wl.name, root.sweep, [a, b])
     assert parent.data.tags["saturn.winner"] == board.winner.job
     assert children[board.winner.job].data.tags.get("saturn.winner") == "true"
     for job, run in children.items():

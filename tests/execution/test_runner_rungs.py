@@ -10,7 +10,7 @@ import pytest
 from saturn_airflow.execution.checkpoint import read_latest
 from saturn_airflow.execution.launch import run_job
 from saturn_airflow.spec.workload import parse_workload
-from saturn_airflow.store.files import ProgressStore, Store
+from saturn_airflow.store.files import BY_HAND, ProgressStore, Store
 from saturn_airflow.store.metrics import MetricsStore
 
 pytestmark = pytest.mark.distributed
@@ -35,23 +35,23 @@ def test_a_launch_to_its_rung_pauses_there_then_resumes_to_the_end(tmp_path):
     store = Store(str(tmp_path))
     res = run(store, "a", steps=3)
     assert (res.status, res.step) == ("paused", 3), res.message
-    rec = ProgressStore(store).get("rungs", "a")
+    rec = ProgressStore(store, sweep=BY_HAND).get("rungs", "a")
     assert (rec["state"], rec["step"], rec["total"], rec["job_steps"]) == ("paused", 3, 3, 6)
     assert read_latest(res.checkpoint_dir)["step"] == 3
-    assert [p["step"] for p in MetricsStore(store).get("rungs", "a")["points"]] == [3]
+    assert [p["step"] for p in MetricsStore(store, sweep=BY_HAND).get("rungs", "a")["points"]] == [3]
     res = run(store, "a")
     assert (res.status, res.step) == ("done", 6), res.message
-    assert [p["step"] for p in MetricsStore(store).get("rungs", "a")["points"]] == [3, 6]
+    assert [p["step"] for p in MetricsStore(store, sweep=BY_HAND).get("rungs", "a")["points"]] == [3, 6]
 
 
 def test_the_gate_stops_a_loser_and_trains_a_promoted_job_on(tmp_path):
     store = Store(str(tmp_path))
-    metrics = MetricsStore(store)
+    metrics = MetricsStore(store, sweep=BY_HAND)
     metrics.add_point("rungs", "b", 3, {"loss": 0.0})  # b reached rung 3 first, unbeatable
     metrics.add_point("rungs", "d", 3, {"loss": 99.0})  # d reached it first too, hopeless
     lost = run(store, "a", steps=3, rung_gate="halving")
     assert (lost.status, lost.step) == ("stopped", 3), lost.message
-    assert ProgressStore(store).get("rungs", "a")["state"] == "stopped"
+    assert ProgressStore(store, sweep=BY_HAND).get("rungs", "a")["state"] == "stopped"
     won = run(store, "c", steps=3, rung_gate="halving")  # promoted at 3, nobody waits: no pause, no relaunch
     assert (won.status, won.step) == ("done", 6), won.message
     assert [p["step"] for p in metrics.get("rungs", "c")["points"]] == [3, 6]

@@ -55,7 +55,7 @@ def fake_runner(monkeypatch):
 
     def run_job(workload, job, *, store_url, plan_id, stop_event, steps=None, rung_gate=None, **kw):
         calls.append({"job": job, "steps": steps, "rung_gate": rung_gate})
-        ProgressStore(Store(store_url)).put("w", job, {"plan_id": plan_id, "state": "paused", "step": steps,
+        ProgressStore(Store(store_url), sweep=kw["sweep"]).put("w", job, {"plan_id": plan_id, "state": "paused", "step": steps,
                                                         "total": steps, "finished_at": time.time()})
         return SimpleNamespace(status="paused", message="paused at a rung")
 
@@ -82,7 +82,7 @@ def test_a_task_trains_to_its_segment_end_with_the_gate_and_succeeds_paused(stor
 
 def test_a_stopped_job_is_never_run_again(store, fake_runner):
     p = segmented(store)
-    ProgressStore(store).put("w", "b", {"plan_id": p.plan_id, "state": "stopped", "step": 25, "total": 25})
+    ProgressStore(store, sweep=p.sweep).put("w", "b", {"plan_id": p.plan_id, "state": "stopped", "step": 25, "total": 25})
     out = train(p, "b").execute(ctx())
     assert out == {"job": "b", "status": "done", "ran": False} and fake_runner == []
 
@@ -91,7 +91,7 @@ def test_the_watch_stops_the_loser_and_asks_for_a_rung_replan_the_trigger_starts
     from saturn_airflow.operators.drift import SaturnReplanTriggerOperator
 
     p = segmented(store)
-    prog, metrics = ProgressStore(store), MetricsStore(store)
+    prog, metrics = ProgressStore(store, sweep=p.sweep), MetricsStore(store, sweep=p.sweep)
     for job, loss, dev in (("a", 0.2, 0), ("b", 0.9, 1)):
         prog.put("w", job, {"plan_id": p.plan_id, "state": "paused", "step": 25, "total": 25, "device_ids": [dev],
                             "started_at": time.time() - 9, "finished_at": time.time()})

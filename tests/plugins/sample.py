@@ -17,6 +17,9 @@ def _plan(plan_id, rows, parent=None, reason=None, lb=100.0, created="2027-01-15
                 solver=SolverInfo(name="highs", status="optimal", time_s=0.5, gap=0.0), assignments=asg, **extra)
 
 
+SWEEP = "demo-v1"  # the root plan of the lineage below
+
+
 def lineage():
     v1 = _plan("demo-v1", [
         ("a", "fsdp", "node0", [0, 1, 2, 3], 0.0, 60.0),
@@ -80,7 +83,7 @@ def publish(store_url: str, with_table: bool = True):
     for p in plans:
         PlanStore(st).publish(p)
     for job, rec in progress().items():
-        ProgressStore(st).put("demo", job, rec)
+        ProgressStore(st, sweep=SWEEP).put("demo", job, rec)
     return st
 
 
@@ -96,7 +99,7 @@ def publish_results(store_url: str):
                          "jobs": [{"name": j, "model": "saturn_airflow.examples.models:gpt",
                                    "data": "saturn_airflow.examples.data:tokens", "batch_size": 8, "steps": 100,
                                    "optimizer": {"lr": lr}} for j, lr in zip("abcdef", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2))]})
-    ms = MetricsStore(Store(store_url))
+    ms = MetricsStore(Store(store_url), sweep=SWEEP)
     curves = {"a": [2.0, 1.6], "e": [2.2, 1.9], "c": [1.8, 1.2], "b": [1.1]}
     for job in wl.jobs:
         if job.name == "f":

@@ -96,6 +96,22 @@ def test_authorize_asks_about_the_plans_dag(tmp_path, monkeypatch):
                      ("GET", None)]
 
 
+def test_a_second_sweep_of_the_workload_shows_its_own_progress(client, tmp_path):
+    """The planning DAG run again: the newest sweep is listed with none of the first sweep's jobs done."""
+    from saturn_airflow.store.files import ProgressStore, Store
+
+    st = Store(str(tmp_path / "store"))
+    v1 = sample.lineage()[0]
+    again = PlanStore(st).publish(v1.model_copy(update={"plan_id": "demo-again", "created_at": "2027-01-16T08:00:00+00:00"}))
+    assert again.sweep == "demo-again"
+    index = client.get("/").text
+    assert "plan?plan_id=demo-again" in index and "<td>0/6</td>" in index
+    assert client.get("/api/plans/demo-again").json()["sweep"]["jobs_done"] == 0
+    assert client.get("/api/plans/demo-v2").json()["sweep"]["jobs_done"] == 3  # the first sweep as it was
+    ProgressStore(st, sweep=again.sweep).put("demo", "a", {**sample.progress()["a"], "plan_id": "demo-again"})
+    assert client.get("/api/plans/demo-again").json()["sweep"]["jobs_done"] == 1
+
+
 def test_plan_page_and_api_show_the_leaderboard_with_the_winner(client, tmp_path):
     sample.publish_results(str(tmp_path / "store"))
     page = client.get("/plan?plan_id=demo-v1").text  # follows to v2: the whole sweep's jobs

@@ -16,6 +16,7 @@ from saturn_airflow.views.leaderboard import leaderboard, render_csv, render_jso
 from saturn_airflow.views.leaderboard_html import render_results
 
 STATES = ["done", "done", "done", "running", "failed", "preempted"]
+SWEEP = "sw-root"
 
 
 def sweep(n_jobs: int, metric: str = "loss", goal=None):
@@ -31,7 +32,7 @@ def sweep(n_jobs: int, metric: str = "loss", goal=None):
 
 def fill(store: Store, wl, rng: random.Random, states=None) -> dict:
     """Random curves and states for every job; returns job -> (state, [(step, loss, accuracy)])."""
-    ms, ps = MetricsStore(store), ProgressStore(store)
+    ms, ps = MetricsStore(store, sweep=SWEEP), ProgressStore(store, sweep=SWEEP)
     truth = {}
     for i, job in enumerate(wl.jobs):
         state = (states or {}).get(job.name) or rng.choice(STATES)
@@ -57,7 +58,7 @@ def test_ranking_winner_and_best_follow_the_goal(tmp_path, seed):
     wl = sweep(rng.randint(3, 9), metric, goal)
     store = Store(str(tmp_path))
     truth = fill(store, wl, rng, states={wl.jobs[0].name: "done"})
-    board = leaderboard(store, "sw", [j.name for j in wl.jobs])
+    board = leaderboard(store, "sw", SWEEP, [j.name for j in wl.jobs])
     goal = wl.jobs[0].evaluation.goal
     idx = 1 if metric == "loss" else 2
     [sec] = board.sections
@@ -98,11 +99,11 @@ def test_no_winner_until_a_job_is_done_and_train_loss_fallback(tmp_path):
     store = Store(str(tmp_path))
     wl = sweep(2)
     fill(store, wl, random.Random(1), states={j.name: "running" for j in wl.jobs})
-    board = leaderboard(store, "sw")
+    board = leaderboard(store, "sw", SWEEP)
     assert board.winner is None and "Winner" not in render_text(board)
     # a job without held-out evaluation: ranked by its last training loss, in a section of its own
-    ProgressStore(store).put("sw", "other", {"state": "done", "step": 5, "total": 5, "loss": 0.25})
-    board = leaderboard(store, "sw")
+    ProgressStore(store, sweep=SWEEP).put("sw", "other", {"state": "done", "step": 5, "total": 5, "loss": 0.25})
+    board = leaderboard(store, "sw", SWEEP)
     assert [s.metric for s in board.sections] == ["loss", "train_loss"]
     other = [s for s in board.sections if s.metric == "train_loss"][0].rows[0]
     assert other.final == 0.25 and not other.winner and "no held-out evaluation" in render_text(board)
@@ -111,7 +112,7 @@ def test_no_winner_until_a_job_is_done_and_train_loss_fallback(tmp_path):
 def test_points_are_keyed_by_step_and_wall_time_sums_attempts(tmp_path):
     store = Store(str(tmp_path))
     job = sweep(1).jobs[0]
-    ms = MetricsStore(store)
+    ms = MetricsStore(store, sweep=SWEEP)
     ms.start_attempt("sw", job, plan_id="p1", parallelism="ddp", device_ids=[0, 1], start_step=0)
     ms.add_point("sw", job.name, 10, {"loss": 2.0})
     ms.add_point("sw", job.name, 20, {"loss": 1.5})
@@ -125,3 +126,13 @@ def test_points_are_keyed_by_step_and_wall_time_sums_attempts(tmp_path):
     assert (a1["status"], a2["status"], a2["start_step"]) == ("preempted", "done", 20)
     assert wall_s(rec) == pytest.approx((a1["ended_at"] - a1["started_at"]) + (a2["ended_at"] - a2["started_at"]))
     assert rec["params"]["optimizer.lr"] == job.optimizer.lr and rec["spec"]["name"] == job.name
+
+
+def test_each_sweep_has_its_own_results(tmp_path):
+    """The workload planned again is a new sweep: its board starts empty, the first one's stays."""
+    store = Store(str(tmp_path))
+    wl = sweep(2)
+    fill(store, wl, random.Random(3), states={j.name: "done" for j in wl.jobs})
+    assert len(leaderboard(store, "sw", SWEEP).rows) == 2
+    again = leaderboard(store, "sw", "sw-second")
+    assert again.rows == [] and again.winner is None
