@@ -27,7 +27,10 @@ from typing import Callable, Optional
 
 from saturn_airflow.execution.devices import cpu_cores, device_kind, launch_env
 from saturn_airflow.execution.runner import EXIT_PREEMPTED
+from saturn_airflow.spec.progress import JobState
+from saturn_airflow.store.files import BY_HAND
 
+LOSS_LOG = "losses.jsonl"  # under a job's checkpoint root: {"start": K, ...} per launch, then {"step", "loss", "t"} per step
 STOP_GRACE_S = 90.0  # after SIGTERM, how long ranks get to save before SIGKILL
 
 
@@ -107,10 +110,13 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
                 "SATURN_RUN_ID": uuid.uuid4().hex[:8], "TMPDIR": tmp, "PYTHONUNBUFFERED": "1",
                 **(_single_rank_env() if len(device_ids) == 1 else {}), **(env or {})}
     cmd = _runner_cmd(len(device_ids)) + list(runner_args) + ["--result-dir", result_dir]
-    preexec = None
-    if kind == "cpu" and hasattr(os, "sched_setaffinity"):
-        cores = set(cpu_cores(list(device_ids)))
-        preexec = lambda: os.sched_setaffinity(0, cores)  # noqa: E731 - pins torchrun and its ranks' start
+    cores = set(cpu_cores(list(device_ids))) if kind == "cpu" and hasattr(os, "sched_setaffinity") else None
+
+    def preexec() -> None:
+        if cores:
+            os.sched_setaffinity(0, cores)  # pins torchrun and its ranks' start
+        die_with_parent()
+
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True,
                             bufsize=1, start_new_session=True, preexec_fn=preexec)
     if on_start:
@@ -157,6 +163,21 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
     return LaunchOutcome(proc.returncode, result, errors, list(tail), t0, t_exit, timed_out, stopped)
 
 
+def die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the process that launched it dies (Linux).
+
+    torchrun forwards SIGTERM to its ranks, which agree on a stop, checkpoint and exit: an Airflow task
+    process killed outright (SIGKILL, the OOM killer) leaves no training running behind it that a retry
+    would race on the same devices."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the lease's process-group check still guards the devices
+        pass
+
+
 def _signal(proc: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
@@ -190,17 +211,18 @@ def _workload_file(workload, folder: str) -> tuple[str, str]:
     return path, load_workload(path).name
 
 
-def checkpoint_root(store_url: str, workload: str, job: str, checkpoint_dir: Optional[str] = None) -> str:
-    """`<store>/checkpoints/<workload>/<job>/` (INTERFACES.md), or a local override for remote stores."""
+def checkpoint_root(store_url: str, workload: str, job: str, *, sweep: str, checkpoint_dir: Optional[str] = None) -> str:
+    """`<store>/checkpoints/<workload>/<sweep>/<job>/`, or a local override for remote stores."""
     if checkpoint_dir:
         return checkpoint_dir
     from saturn_airflow.store.files import Store
 
-    return Store(store_url).local_path("checkpoints", workload, job)
+    return Store(store_url).local_path("checkpoints", workload, sweep, job)
 
 
 def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: list[int], store_url: str,
-            plan_id: str, log: Callable[[str], None] = print, stop_event: Optional[threading.Event] = None,
+            plan_id: str, sweep: str = BY_HAND, log: Callable[[str], None] = print,
+            stop_event: Optional[threading.Event] = None,
             checkpoint_dir: Optional[str] = None, ckpt_every_s: Optional[float] = None,
             ckpt_every_steps: Optional[int] = None, steps: Optional[int] = None, stop_at_step: Optional[int] = None,
             loss_log: Optional[str] = None, progress_every_s: float = 3.0, timeout_s: Optional[float] = None,
@@ -208,49 +230,69 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
     """Train `job` under `parallelism`/`knobs` on exactly `device_ids`, resuming from its latest checkpoint.
 
     Blocks until the job is done, preempted (stop_event set: SIGTERM, checkpoint, exit) or failed.
-    Progress records go to the ProgressStore at `store_url` every `progress_every_s` seconds.
+    Progress records go to the ProgressStore at `store_url` every `progress_every_s` seconds; records
+    and checkpoints are those of `sweep` (a plan's `Plan.sweep`; by hand: `BY_HAND`).
     """
     if not device_ids:
         raise ValueError("run_job needs at least one device id")
     folder = tempfile.mkdtemp(prefix="saturn-run-")
     try:
         wpath, wname = _workload_file(workload, folder)
-        ck = checkpoint_root(store_url, wname, job, checkpoint_dir)
+        ck = checkpoint_root(store_url, wname, job, sweep=sweep, checkpoint_dir=checkpoint_dir)
+        if loss_log is None:  # every step of every attempt, next to the checkpoints (what was lost, what was learned)
+            os.makedirs(ck, exist_ok=True)
+            loss_log = os.path.join(ck, LOSS_LOG)
         args = ["--workload", wpath, "--job", job, "--parallelism", parallelism, "--knobs", json.dumps(knobs or {}),
-                "--mode", "train", "--store", store_url, "--plan-id", plan_id or "", "--checkpoint-dir", ck,
+                "--mode", "train", "--store", store_url, "--plan-id", plan_id or "", "--sweep", sweep,
+                "--checkpoint-dir", ck,
                 "--progress-every-s", str(progress_every_s)]
         for flag, val in (("--ckpt-every-s", ckpt_every_s), ("--ckpt-every-steps", ckpt_every_steps),
                           ("--steps", steps), ("--stop-at-step", stop_at_step), ("--loss-log", loss_log)):
             if val is not None:
                 args += [flag, str(val)]
         out = launch_runner(args, list(device_ids), result_dir=os.path.join(folder, "result"), log=log,
-                            stop_event=stop_event, timeout_s=timeout_s, env=env, on_start=on_start)
+                            stop_event=stop_event, timeout_s=timeout_s, env={**_tracking_env(), **(env or {})},
+                            on_start=on_start)
         res = out.result or {}
         wall = out.t_exit - out.t_launch
         details = {"result": res, "errors": out.errors[:4]}
-        if res.get("status") == "done" and out.returncode == 0:
+        if res.get("status") == "done" and (out.returncode == 0 or out.stopped):
+            # a stop that came after the last step (torchrun killed in its teardown): the job is done
             status, msg = "done", "done"
         elif res.get("status") == "preempted" or (out.stopped and res.get("status") != "done"):
             status, msg = "preempted", "preempted (SIGTERM): checkpoint saved" if res else "stopped during start-up"
         else:
             status, msg = "failed", out.message()
         if status == "failed":
-            _record_killed(store_url, wname, job, plan_id, msg, parallelism, device_ids)
+            _record_killed(store_url, sweep, wname, job, plan_id, msg, parallelism, device_ids)
         return JobResult(status, job, res.get("step"), res.get("total"), out.returncode, wall, msg, ck, details)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _record_killed(store_url, workload, job, plan_id, msg, parallelism, device_ids) -> None:
-    """A rank killed outright (SIGKILL, OOM-killer) leaves its record "running": the launcher says it failed."""
+def _tracking_env() -> dict:
+    """The tracking settings as the ranks' environment: they may live in airflow.cfg, which ranks never read."""
+    from saturn_airflow import settings
+
+    out = {}
+    for option in ("mlflow_tracking_uri", "mlflow_experiment"):
+        value = settings.get(option)
+        if value:
+            out[f"AIRFLOW__SATURN__{option.upper()}"] = value
+    return out
+
+
+def _record_killed(store_url, sweep, workload, job, plan_id, msg, parallelism, device_ids) -> None:
+    """A rank killed outright (SIGKILL, OOM-killer) leaves its record "running": the launcher records that
+    this attempt ended (interrupted: a retry resumes it; the training task marks it failed for good)."""
     from saturn_airflow.store.files import ProgressStore, Store
 
-    progress = ProgressStore(Store(store_url))
+    progress = ProgressStore(Store(store_url), sweep=sweep)
     rec = progress.get(workload, job)
     if rec and rec.get("state") == "running":
-        progress.mark_failed(workload, job, plan_id=plan_id, message=msg, parallelism=parallelism,
-                             device_ids=list(device_ids))
+        progress.mark_ended(workload, job, state=JobState.INTERRUPTED, plan_id=plan_id, message=msg,
+                            parallelism=parallelism, device_ids=list(device_ids))
 
 
-__all__ = ["run_job", "JobResult", "launch_runner", "LaunchOutcome", "checkpoint_root", "EXIT_PREEMPTED"]
+__all__ = ["run_job", "JobResult", "launch_runner", "LaunchOutcome", "checkpoint_root", "EXIT_PREEMPTED", "LOSS_LOG"]
 

@@ -3,7 +3,8 @@
 A lease is a small JSON record `leases/<key>.json` in the store, created once (atomically) by its
 holder and deleted on release. Keys used by the provider:
   device/<node>/<id>        one GPU (or CPU core) of a node
-  job/<workload>/<job>      one training job (never run twice at once, across plan versions)
+  job/<workload>/<sweep>/<job>  one training job of one sweep (never run twice at once, across the
+                            sweep's plan versions; another sweep's job of the same name is another job)
 
 Acquisition is all-or-nothing in sorted key order (no deadlock between two multi-device jobs); a
 caller that cannot get every key releases what it took and waits. A lease whose holder process is
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import socket
 import time
@@ -35,8 +35,8 @@ def device_key(node: str, device_id: int) -> str:
     return f"device/{node}/{int(device_id)}"
 
 
-def job_key(workload: str, job: str) -> str:
-    return f"job/{workload}/{job}"
+def job_key(workload: str, job: str, *, sweep: str) -> str:
+    return f"job/{workload}/{sweep}/{job}"
 
 
 def _proc_start(pid: int) -> Optional[str]:
@@ -78,6 +78,15 @@ class Leases:
             _release_one(self.store, key, self.token, self.owner)
         self.keys = []
 
+    def attach_group(self, pgid: int) -> None:
+        """The holder launched a process group (torchrun and its ranks) that uses these keys: the
+        leases stay live while any process of it runs, even after the holder itself died."""
+        for key in self.keys:
+            with _key_lock(self.store, key):
+                current = holder(self.store, key)
+                if current is not None and current.get("token") == self.token:
+                    self.store.write_json(_rel(key), {**current, "group": int(pgid)})
+
     def __enter__(self) -> "Leases":
         return self
 
@@ -90,16 +99,7 @@ def _rel(key: str) -> str:
 
 
 def _history(store: Store, event: str, key: str, owner: dict, token: str) -> None:
-    if not store.local:
-        return
-    path = store.local_path("leases", "history.jsonl")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    line = json.dumps({"t": time.time(), "event": event, "key": key, "token": token, **owner}) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())  # one small O_APPEND write: lines never interleave
-    finally:
-        os.close(fd)
+    store.append_jsonl("leases/history.jsonl", {"t": time.time(), "event": event, "key": key, "token": token, **owner})
 
 
 @contextlib.contextmanager
@@ -123,9 +123,24 @@ def holder(store: Store, key: str) -> Optional[dict]:
     return store.read_json(_rel(key))
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group `pgid` still runs."""
+    if pgid <= 0:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def is_stale(record: dict, max_age_s: Optional[float] = None) -> bool:
     if record.get("host") == HOST and "pid" in record:
-        return not pid_alive(int(record["pid"]), record.get("pid_start"))
+        if pid_alive(int(record["pid"]), record.get("pid_start")):
+            return False
+        return not (record.get("group") and group_alive(int(record["group"])))
     if max_age_s is not None:
         return time.time() - float(record.get("at", 0)) > max_age_s
     return False
@@ -194,14 +209,7 @@ def acquire(store: Store, keys: Iterable[str], owner: Optional[dict] = None, *, 
 
 
 def history(store: Store) -> list[dict]:
-    if not store.local:
-        return []
-    path = store.local_path("leases", "history.jsonl")
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+    return store.read_jsonl("leases/history.jsonl")
 
 
 def overlaps(events: list[dict], prefix: str = "device/") -> list[str]:

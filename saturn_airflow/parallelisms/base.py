@@ -21,15 +21,35 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.execution.devices import Devices, MemoryMeter, synchronize
 
 
 # ---- the job's factories ------------------------------------------------------------------------
 
-def resolve(path: str) -> Callable:
-    """'package.module:attr' -> the object."""
+def resolve(path: str, *, job: Optional[str] = None, role: str = "factory") -> Callable:
+    """'package.module:attr' -> the callable. A path that does not import (or names no callable) is
+    the user's input: SaturnInputError naming the job, the role and the path, never a bare ImportError."""
+    where = f"job {job!r}: " if job else ""
     mod, _, attr = path.partition(":")
-    return getattr(importlib.import_module(mod), attr)
+    try:
+        module = importlib.import_module(mod)
+    except Exception as e:  # noqa: BLE001 - ModuleNotFoundError, or any error raised by the user's module
+        raise SaturnInputError(f"{where}cannot import the {role} {path!r}: {type(e).__name__}: {e}") from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise SaturnInputError(f"{where}cannot import the {role} {path!r}: module {mod!r} has no attribute {attr!r}")
+    if not callable(obj):
+        raise SaturnInputError(f"{where}the {role} {path!r} is a {type(obj).__name__}, not a function or class")
+    return obj
+
+
+def check_factories(job) -> None:
+    """Import the job's model, data and loss factories once, so a wrong path fails as input, up front."""
+    resolve(job.model, job=job.name, role="model factory")
+    resolve(job.data, job=job.name, role="data factory")
+    if job.loss:
+        resolve(job.loss, job=job.name, role="loss")
 
 
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -40,7 +60,7 @@ def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def build_model(job) -> nn.Module:
     """The job's model, seeded so every parallelism and rank starts from the same weights."""
     torch.manual_seed(job.seed)
-    return resolve(job.model)(**job.model_args)
+    return resolve(job.model, job=job.name, role="model factory")(**job.model_args)
 
 
 def make_optimizer(params, spec) -> torch.optim.Optimizer:
@@ -50,12 +70,12 @@ def make_optimizer(params, spec) -> torch.optim.Optimizer:
 
 
 def loss_of(job) -> Callable:
-    return resolve(job.loss) if job.loss else default_loss
+    return resolve(job.loss, job=job.name, role="loss") if job.loss else default_loss
 
 
 def global_batch(job, step: int):
     """The global batch of `step`: the same on every rank, under every parallelism."""
-    return resolve(job.data)(step, job.batch_size, **job.data_args)
+    return resolve(job.data, job=job.name, role="data factory")(step, job.batch_size, **job.data_args)
 
 
 def rows(t, rank: int, world: int):
@@ -64,6 +84,17 @@ def rows(t, rank: int, world: int):
         return type(t)(rows(x, rank, world) for x in t)
     n = t.shape[0] // world
     return t[rank * n:(rank + 1) * n]
+
+
+def _rows_in(t) -> int:
+    return _rows_in(t[0]) if isinstance(t, (tuple, list)) else t.shape[0]
+
+
+def rows_range(t, lo: int, hi: int):
+    """Rows [lo, hi) of a batch (a tensor or a tuple of tensors)."""
+    if isinstance(t, (tuple, list)):
+        return type(t)(rows_range(x, lo, hi) for x in t)
+    return t[lo:hi]
 
 
 def to_device(t, device):
@@ -126,16 +157,43 @@ class Trainer:
         """Train on global batch `step`; return the global mean loss (at least on rank 0)."""
         raise NotImplementedError
 
-    def state_dict(self) -> dict:
-        from torch.distributed.checkpoint.state_dict import get_state_dict
+    def eval_forward(self, inputs) -> Optional[tuple[Any, tuple[int, int]]]:
+        """Collective forward of a whole held-out batch in eval mode, no gradients: this rank's outputs
+        and the rows [lo, hi) of the batch they belong to, or None when this rank holds no outputs.
 
-        msd, osd = get_state_dict(self.model, self.optimizer)
+        Default: every rank runs `self.model` on its contiguous share of the rows (right for any layout
+        where each rank's model maps its rows to their outputs: single, DDP, FSDP). A rank whose share
+        is empty still runs a forward (on one row, discarded) so sharded models' collectives line up.
+        """
+        d = self.devices
+        n = _rows_in(inputs)
+        lo, hi = d.rank * n // d.world_size, (d.rank + 1) * n // d.world_size
+        x = rows_range(inputs, lo, hi) if hi > lo else rows_range(inputs, 0, 1)
+        x = to_device(x, getattr(self, "input_device", None) or d.device)
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(x)
+        finally:
+            self.model.train(was)
+        return out, (lo, hi if hi > lo else lo)
+
+    def state_dict(self) -> dict:
+        """Model and optimizer state keyed by the full model's parameter names, the optimizer's
+        hyper-parameters too (`flatten_optimizer_state_dict`): DCP writes one copy of every non-tensor
+        entry, so the default index-keyed `param_groups.0.*` of two pipeline stages (each holding other
+        parameters) collided, and a stage resumed with the other's group (KeyError 'betas')."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        msd, osd = get_state_dict(self.model, self.optimizer, options=StateDictOptions(flatten_optimizer_state_dict=True))
         return {"model": msd, "optim": osd}
 
     def load_state_dict(self, sd: dict) -> None:
-        from torch.distributed.checkpoint.state_dict import set_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        set_state_dict(self.model, self.optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+        set_state_dict(self.model, self.optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"],
+                       options=StateDictOptions(flatten_optimizer_state_dict=True))
 
 
 class DataParallelTrainer(Trainer):
@@ -289,9 +347,12 @@ class Parallelism:
         return best
 
     def execute(self, job, devices: Devices, knobs: dict, steps: int, checkpoint=None, progress=None, *,
-                stop: Optional[StopSignal] = None, on_step: Optional[Callable[[int, float], None]] = None) -> ExecResult:
+                stop: Optional[StopSignal] = None, on_step: Optional[Callable[[int, float], None]] = None,
+                evaluator=None) -> ExecResult:
         """Train `job` up to step `steps` (resuming from `checkpoint`'s latest), checkpointing on its
-        schedule, stopping (with a save) when all ranks agree on a stop."""
+        schedule, stopping (with a save) when all ranks agree on a stop. `evaluator`
+        (execution.evaluation.Evaluator) runs right after each step it is due at, so a checkpoint at
+        step s always comes after the evaluation at s and a resume never repeats or skips one."""
         trainer = self.build(job, devices, knobs)
         start = checkpoint.load(trainer) if checkpoint is not None else 0
         stop = stop or StopSignal()
@@ -323,6 +384,8 @@ class Parallelism:
                 on_step(step, loss)
             if progress is not None:
                 progress.update(step, loss)
+            if evaluator is not None and evaluator.due(step, job.steps):
+                evaluator.run(trainer, step)
         res = result("done", steps)
         if checkpoint is not None and steps > start:
             checkpoint.save(trainer, steps)  # the trained model, and "done" survives a lost progress record

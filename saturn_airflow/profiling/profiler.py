@@ -31,7 +31,7 @@ from typing import Callable, Optional
 from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable, undominated
 from saturn_airflow.store.files import Store
-from saturn_airflow.spec.workload import JobSpec, Workload
+from saturn_airflow.spec.workload import JobSpec, Workload, evaluation_steps
 
 PROFILER_VERSION = "2"
 # Measurement defaults; the environment may override them (e.g. short trials for end-to-end tests).
@@ -60,7 +60,14 @@ def input_signature(job: JobSpec) -> list:
             return [sig(x) for x in t]
         return [list(t.shape), str(t.dtype)]
 
-    return sig(global_batch(job, 0))
+    try:
+        batch = global_batch(job, 0)
+    except SaturnInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's factory failed on its own arguments
+        raise SaturnInputError(f"job {job.name!r}: the data factory {job.data!r} failed on step 0: "
+                               f"{type(e).__name__}: {e}") from None
+    return sig(batch)
 
 
 def speed_fields(job: JobSpec, signature: Optional[list] = None) -> dict:
@@ -246,6 +253,10 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
     max_node = max(n.gpus for n in workload.cluster.nodes)
     n_max = min(len(devices), max_node)
     selected = [workload.job(n) for n in jobs] if jobs else list(workload.jobs)
+    from saturn_airflow.parallelisms.base import check_factories
+
+    for j in selected:  # a wrong import path is the user's input, named before any trial starts
+        check_factories(j)
     stats = ProfileStats()
     pars = {}
     for j in selected:
@@ -434,11 +445,14 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
                         if t.result is not None:
                             reasons.append(f"{p} x{n}: {r.get('reason')}")
                         continue
-                    configs.append(Config(parallelism=p, gpus=n, runtime_s=round(predict_runtime(r, j.steps, ckpt_every_s), 3),
+                    configs.append(Config(parallelism=p, gpus=n, runtime_s=round(predict_runtime(r, j.steps + evaluation_steps(j), ckpt_every_s), 3),
                                           knobs=r.get("knobs") or {}, gpu_type=gpu_type, step_s=r["step_s"],
                                           step_cpu_s=r.get("step_cpu_s"), startup_s=round(r.get("startup_s", 0.0), 3),
                                           save_s=round(r.get("save_s", 0.0), 3), load_s=round(r.get("load_s", 0.0), 3),
                                           teardown_s=round(r.get("teardown_s", 0.0), 3),
+                                          # the trial's warm-up (its first `warmup` steps): the drift watch's
+                                          # rate never counts a launch's steps this early
+                                          warmup_s=round(warmup * r["step_s"] + r.get("first_steps_extra_s", 0.0), 3),
                                           peak_mem_mb=round(r.get("peak_mem_bytes", 0) / 2**20, 1), profile_key=t.key_id))
             if not configs:
                 if not strict:
@@ -518,7 +532,7 @@ def _guided(workload, selected, groups, job_group, trials, run_batch, from_cache
         return out
 
     walls = [r.get("trial_wall_s") for r in stats.trials if r.get("trial_wall_s")]
-    steps = {j.name: j.steps for j in selected}
+    steps = {j.name: j.steps + evaluation_steps(j) for j in selected}  # held-out evaluation costs steps too
 
     def cost(gid: str, n: int) -> float:
         """Sweep seconds lost to measuring (gid, n): each trial holds n of the devices for a trial's time."""

@@ -22,6 +22,18 @@ def test_plans_are_immutable_and_children_supersede(tmp_path):
     assert [p.plan_id for p in ps.lineage("v2")] == ["v1", "v2"]
 
 
+def test_every_plan_of_a_lineage_records_the_sweep_of_its_root(tmp_path):
+    ps = PlanStore(Store(str(tmp_path)))
+    assert ps.publish(plan("v1")).sweep_id == "v1"
+    assert ps.publish(plan("v2", parent="v1")).sweep_id == "v1"
+    assert ps.publish(plan("v3", parent="v2")).sweep_id == "v1"
+    assert [ps.get(p).sweep for p in ("v1", "v2", "v3")] == ["v1"] * 3
+    assert ps.publish(plan("w1")).sweep == "w1"  # the same workload planned again: a new sweep
+    # a plan stored before plans recorded their sweep gets its root's from the lineage
+    ps.store.write_json("plans/old2.json", {**plan("old2", parent="v2").model_dump(mode="json"), "sweep_id": None})
+    assert ps.get("old2").sweep == "v1"
+
+
 def test_claim_has_exactly_one_winner_under_a_race(tmp_path):
     ps = PlanStore(Store(str(tmp_path)))
     wins = []
@@ -39,11 +51,13 @@ def test_claim_has_exactly_one_winner_under_a_race(tmp_path):
 
 def test_progress_roundtrip_and_no_temp_files_left(tmp_path):
     s = Store(str(tmp_path))
-    pr = ProgressStore(s)
+    pr = ProgressStore(s, sweep="w-1")
     pr.put("w", "a", {"step": 3, "total": 10, "state": "running"})
     pr.put("w", "a", {"step": 4, "total": 10, "state": "running"})
-    assert pr.all("w") == {"a": {"step": 4, "total": 10, "state": "running", "job": "a", "workload": "w"}}
-    assert [p.name for p in (tmp_path / "progress" / "w").iterdir()] == ["a.json"]
+    assert pr.all("w") == {"a": {"step": 4, "total": 10, "state": "running", "job": "a", "workload": "w",
+                                 "sweep": "w-1"}}
+    assert [p.name for p in (tmp_path / "progress" / "w" / "w-1").iterdir()] == ["a.json"]
+    assert ProgressStore(s, sweep="w-2").all("w") == {}  # another sweep of the workload starts empty
 
 
 def test_memory_fsspec_store_works():
