@@ -13,15 +13,16 @@ plan version's DAG it leads to, and then checks:
 
   done-once      every job finished exactly once (the events log), and every DAG run succeeded
   loss           each job's final loss equals an uninterrupted reference run of the same job
-                 (single device, outside Airflow; the data is deterministic in the step)
+                 (one device, in the soak's process; the data is deterministic in the step)
   leases         no device id was leased to two holders at once (leases/history.jsonl)
   replans        at most one re-plan per injected drift, none in a round without one
   lost-work      a restart resumed at most one checkpoint interval (plus one progress record) behind
                  the step the killed launch had reached (the per-step loss logs)
 
-Rounds with a drift keep pipeline out of every job, and faulted jobs never get pipeline, unless
-`--pipeline-resume` is given: resuming pipeline -> pipeline failed with KeyError 'betas' until the
-checkpoint fix landed. Results: one JSON line per round in `--out`, a summary at the end.
+Pipeline jobs get faults and drift like any other; `--no-pipeline-faults` keeps pipeline out of
+faulted jobs and of every job in a round with a drift (how the soak ran while resuming pipeline ->
+pipeline failed with KeyError 'betas', before the checkpoint fix). Results: one JSON line per round
+in `--out`, a summary at the end.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -73,7 +73,7 @@ def airflow_env() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ drawing
-def draw_round(seed: int, rnd: int, fault_root: str, *, pipeline_resume: bool = False, max_jobs: int = 6,
+def draw_round(seed: int, rnd: int, fault_root: str, *, pipeline_resume: bool = True, max_jobs: int = 6,
                max_steps: int = 240, drift: Optional[bool] = None, lm_shapes: Optional[list] = None,
                vit_shapes: Optional[list] = None, parallelisms: Optional[list] = None) -> dict:
     """Round `rnd` of seed `seed`: {"workload": dict, "faults": {job: kind}, "drifts": n, "params": {...}}.
@@ -251,10 +251,14 @@ def lost_work(entries: list[dict], every_s: float) -> list[str]:
 
 
 def reference_final_loss(job: dict, cache_dir: str) -> float:
-    """The job's final loss trained without interruption on one device, outside Airflow (cached)."""
+    """The job's final loss trained without interruption on one device, in this process (one thread,
+    like a rank), from the job without its fault knobs; cached by the job's content."""
     import hashlib
 
-    from saturn_airflow.execution.launch import run_job
+    import torch
+
+    from saturn_airflow.execution.devices import Devices
+    from saturn_airflow.parallelisms import get_parallelism
     from saturn_airflow.spec.workload import parse_workload
 
     clean = clean_job(job)
@@ -264,18 +268,12 @@ def reference_final_loss(job: dict, cache_dir: str) -> float:
     if os.path.exists(path):
         return json.loads(Path(path).read_text())["final_loss"]
     clean["name"] = "ref"
-    wl = parse_workload({"name": "soak-ref", "jobs": [clean]})
-    work = tempfile.mkdtemp(prefix="soak-ref-")
-    try:
-        losses = os.path.join(work, "losses.jsonl")
-        r = run_job(wl, "ref", parallelism="single", knobs={}, device_ids=[0], store_url=work, plan_id="ref",
-                    loss_log=losses, log=lambda s: None, timeout_s=900)
-        if r.status != "done":
-            raise RuntimeError(f"reference run failed: {r.message}")
-        steps = launches(read_loss_log(losses))[-1]["steps"]
-        final = steps[max(steps)][0]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    spec = parse_workload({"name": "soak-ref", "jobs": [clean]}).job("ref")
+    torch.set_num_threads(1)
+    trainer = get_parallelism("single").build(spec, Devices(ids=[0], kind="cpu", device=torch.device("cpu")), {})
+    final = None
+    for step in range(spec.steps):
+        final = float(trainer.step(step))
     os.makedirs(cache_dir, exist_ok=True)
     Path(path).write_text(json.dumps({"final_loss": final, "job": clean}))
     return final
@@ -355,7 +353,8 @@ def main(argv=None) -> int:
     ap.add_argument("--first-round", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON lines, one per round (default: bench/results/soak-<seed>.jsonl)")
     ap.add_argument("--log", default=None, help="progress log file (default: stdout)")
-    ap.add_argument("--pipeline-resume", action="store_true", help="allow faults and drift with pipeline jobs")
+    ap.add_argument("--no-pipeline-faults", action="store_true",
+                    help="no faults or drift for jobs that may run as pipeline (before the pipeline resume fix)")
     ap.add_argument("--max-jobs", type=int, default=6)
     ap.add_argument("--max-steps", type=int, default=240)
     ap.add_argument("--work", default=None, help="folder for workloads, fault markers and references")
@@ -386,13 +385,13 @@ def main(argv=None) -> int:
         os.makedirs(af.saturn_home, exist_ok=True)
         os.symlink(os.path.abspath(args.profiles), os.path.join(af.saturn_home, "profiles"))
     t = time.time()
-    af.start()
-    log(f"Airflow up in {time.time() - t:.0f} s at {af.url} (home {af.home}, pids {af.pids()})")
     totals = {"rounds": 0, "violations": 0, "replans": 0, "drifts": 0}
     try:
+        af.start()
+        log(f"Airflow up in {time.time() - t:.0f} s at {af.url} (home {af.home}, pids {af.pids()})")
         af.wait_dag("saturn_plan", timeout_s=300)
         for rnd in range(args.first_round, args.first_round + args.rounds):
-            spec = draw_round(args.seed, rnd, faults, pipeline_resume=args.pipeline_resume,
+            spec = draw_round(args.seed, rnd, faults, pipeline_resume=not args.no_pipeline_faults,
                               max_jobs=args.max_jobs, max_steps=args.max_steps)
             desc = ", ".join(f"{j['name']}[{'/'.join(j['parallelisms'])}] {j['steps']} steps"
                              + (f" {spec['faults'][j['name']]['kind']}@{spec['faults'][j['name']]['at']}"
