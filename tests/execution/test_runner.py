@@ -50,7 +50,8 @@ def losses_by_step(path):
     with open(path) as f:
         for line in f:
             r = json.loads(line)
-            out.setdefault(r["step"], []).append(r["loss"])
+            if "loss" in r:  # a launch's first line marks its start
+                out.setdefault(r["step"], []).append(r["loss"])
     return out
 
 
