@@ -99,7 +99,8 @@ def test_same_values_under_every_parallelism_and_export_loads_with_plain_torch(t
                   loss_log=str(losses), log=lambda line: None, timeout_s=240)
     assert res.status == "done", res.message
     # evaluation does not disturb training: the losses are the reference's
-    got_losses = [r["loss"] for r in map(json.loads, losses.read_text().splitlines()) if "loss" in r]  # and a start line
+    lines = [json.loads(line) for line in losses.read_text().splitlines()]
+    got_losses = [r["loss"] for r in lines if "loss" in r]  # a launch's first line says where it started
     assert got_losses == pytest.approx(ref_losses, abs=3e-5)
     rec = MetricsStore(Store(store), sweep=BY_HAND).get("eval-test", "lm")
     assert [p["step"] for p in rec["points"]] == sorted(ref_points)
