@@ -50,7 +50,7 @@ def losses_by_step(path):
     with open(path) as f:
         for line in f:
             r = json.loads(line)
-            if "loss" in r:  # a launch's first line marks its start
+            if "step" in r:  # a launch's first line says where it started
                 out.setdefault(r["step"], []).append(r["loss"])
     return out
 
