@@ -159,7 +159,9 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
     jobs = [job("lm-a", LM, 600, **warm), job("vit-b", VIT, 300, **warm),
             job("lm-c", LM, 500, ("single",), fault_dir=fdir, fail_at_step=150, fail_times=2, **warm),
             job("vit-d", VIT, 200, **warm)]
-    plan_sweep(af, write_workload(work, name, jobs), drift_min_s=45, drift_threshold=0.15)
+    # thresholds wide enough for a loaded box's swings against the profile, far below what the warm-up
+    # alone, taken for a rate, would have projected (several times the plan)
+    plan_sweep(af, write_workload(work, name, jobs), drift_min_s=45, drift_threshold=0.5)
     (plan,) = plans_of(af, name)
     dag_id = f"saturn_run__{plan.plan_id}"
     run = af.wait_first_run(dag_id, timeout_s=300)
@@ -252,7 +254,9 @@ def test_a_real_slowdown_replans_once_after_scheduler_and_triggerer_restart(af, 
     jobs = [job("lm-slow", LM, 3000, ("single",), slow_after_step=slow_from, slow_factor=3.0,
                 slow_after_file=str(go), fault_dir=str(fdir)),
             job("vit-x", VIT, 250), job("lm-y", LM, 300)]
-    plan_sweep(af, write_workload(work, name, jobs), drift_min_s=20, drift_threshold=0.1)
+    # lm-slow is most of the plan: 3x on its second half (or its last third) is 67-133% late; a loaded
+    # box's swings against the profile stay under the 50%
+    plan_sweep(af, write_workload(work, name, jobs), drift_min_s=30, drift_threshold=0.5)
     (v1,) = plans_of(af, name)
     dag1 = f"saturn_run__{v1.plan_id}"
     run1 = af.wait_first_run(dag1, timeout_s=300)
@@ -292,7 +296,7 @@ def test_a_real_slowdown_replans_once_after_scheduler_and_triggerer_restart(af, 
     poll = float(soak.airflow_env()["AIRFLOW__SATURN__DRIFT_POLL_S"])
     assert len(looks) <= 3 and looks[-1] - looks[0] <= 2 * poll + 3, looks
     t_slow = began["t"]
-    assert looks[0] - t_slow < 5 + 3 + poll + 15, (looks, t_slow)  # window + record + look + a loaded box
+    assert t_slow <= looks[0] < t_slow + 5 + 3 + poll + 15, (looks, t_slow)  # the slowdown's: window, record, look
     dag2 = f"saturn_run__{v2.plan_id}"
     run2 = af.wait_first_run(dag2, timeout_s=300)
     assert af.wait_run(dag2, run2["dag_run_id"], timeout_s=1200) == "success", explain(af, dag2, run2["dag_run_id"])
