@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import socket
 import time
@@ -100,16 +99,7 @@ def _rel(key: str) -> str:
 
 
 def _history(store: Store, event: str, key: str, owner: dict, token: str) -> None:
-    if not store.local:
-        return
-    path = store.local_path("leases", "history.jsonl")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    line = json.dumps({"t": time.time(), "event": event, "key": key, "token": token, **owner}) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())  # one small O_APPEND write: lines never interleave
-    finally:
-        os.close(fd)
+    store.append_jsonl("leases/history.jsonl", {"t": time.time(), "event": event, "key": key, "token": token, **owner})
 
 
 @contextlib.contextmanager
@@ -219,14 +209,7 @@ def acquire(store: Store, keys: Iterable[str], owner: Optional[dict] = None, *, 
 
 
 def history(store: Store) -> list[dict]:
-    if not store.local:
-        return []
-    path = store.local_path("leases", "history.jsonl")
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+    return store.read_jsonl("leases/history.jsonl")
 
 
 def overlaps(events: list[dict], prefix: str = "device/") -> list[str]:

@@ -100,6 +100,29 @@ class Store:
         except FileNotFoundError:
             return default
 
+    def append_jsonl(self, rel: str, record: dict) -> None:
+        """Append one JSON line to the log `rel` (local stores only: a remote store keeps no logs).
+        One small O_APPEND write, so lines of concurrent writers never interleave."""
+        if not self.local:
+            return
+        path = self.local_path(*rel.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(record) + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def read_jsonl(self, rel: str) -> list[dict]:
+        """Every record of the log `rel`, oldest first (none on a remote store or before the first)."""
+        if not self.local:
+            return []
+        try:
+            with open(self.local_path(*rel.split("/"))) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.path(rel))
 
