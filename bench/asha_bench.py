@@ -1,7 +1,8 @@
 """Successive halving benchmark: one sweep run three ways on this machine's devices, side by side.
 
-    .venv/bin/python bench/asha_bench.py [--jobs 12] [--steps 400] [--rungs 25,50,100,200] [--keep 0.5]
-                                         [--order ours,ray,full] [--out bench/results/asha.json] [--ablation]
+    .venv/bin/python bench/asha_bench.py [--jobs 12] [--steps 270] [--rungs 30,90] [--keep 0.333]
+                                         [--order ours,ray,full,ray,ours] [--out bench/results/asha.json]
+                                         [--resume] [--ablation]
 
   full  every job to the end: our planner's plan of the whole sweep, no early stopping;
   ray   asynchronous successive halving as Ray Tune runs it (ASHAScheduler's rule, decided inside each
