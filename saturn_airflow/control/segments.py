@@ -372,7 +372,7 @@ def expected_stages(table: ProfileTable, halving: Halving, *, solver: Optional[s
     bounds = list(halving.rungs) + [None]
     for i, rung in enumerate(halving.rungs):
         jobs = []
-        for g, members in halving.groups.items():
+        for gi, members in enumerate(halving.groups.values()):
             k = quotas(len(members), halving.keep, len(halving.rungs))[i]
             profiles = [table.job(m) for m in members]
             by_key: dict[tuple, list] = {}
@@ -385,7 +385,8 @@ def expected_stages(table: ProfileTable, halving: Halving, *, solver: Optional[s
                         c.model_copy(update={"runtime_s": max(1e-3, runtime)}))
             average = [cs[0].model_copy(update={"runtime_s": sum(c.runtime_s for c in cs) / len(cs)})
                        for cs in by_key.values() if len(cs) == len(profiles)]
-            jobs += [JobProfile(name=f"{g}.{k_i + 1}", configs=average) for k_i in range(k)]
+            # stand-ins named by the group's index: a group's own name (its model and arguments) is no job name
+            jobs += [JobProfile(name=f"group{gi + 1}.{k_i + 1}", configs=average) for k_i in range(k)]
         stage = plan_table(ProfileTable(cluster=table.cluster, jobs=jobs), solver=solver, time_limit=time_limit,
                            workload="expected")
         out.append({"after_rung": rung, "survivors": len(jobs), "makespan_s": round(stage.makespan_s, 3),

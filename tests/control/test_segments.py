@@ -68,6 +68,16 @@ def test_a_lone_expected_survivor_gets_the_whole_cluster():
     assert stage["survivors"] == 1 and stage["gpus"] == [2]
 
 
+def test_the_expected_stages_plan_a_group_named_after_its_model_and_arguments():
+    # group: model names a group "gpt(d_model=128,...)": not a job name, so the stand-ins must not carry it
+    jobs = ["a", "b", "c", "d"]
+    h = Halving(metric="loss", goal="min", keep=0.5, rungs=[25, 50],
+                groups={"gpt(d_model=128,n_heads=4,vocab=512)": jobs}, steps={j: 100 for j in jobs})
+    plan, seg_table = seg.first_plan(table(jobs), h, workload="w", solver="highs", time_limit=3)
+    check_plan(plan, seg_table)
+    assert [(s["after_rung"], s["survivors"]) for s in seg.section(plan)["expected"]] == [(25, 2), (50, 1)]
+
+
 def test_a_job_in_no_group_runs_whole_in_the_first_plan():
     t = table(["a", "b", "solo"])
     h = halving(["a", "b"], extra=["solo"])
