@@ -62,7 +62,10 @@ def mark_failed(store: Store, plan: Plan, job: str, message: str) -> None:
 
 def plan_result(store: Store, plan: Plan) -> tuple[list[str], dict[str, str]]:
     """After every training task of `plan` ended: (jobs done or handed to a newer plan, {job: why it
-    did not finish}). A job moved to a child plan is that plan's to finish."""
+    did not finish}). A job moved to a child plan is that plan's to finish; under successive halving a
+    job stopped early, or paused at the end of this plan's segment for it, is finished here too."""
+    from saturn_airflow.control import segments
+
     ps, prog = PlanStore(store), ProgressStore(store, sweep=plan.sweep)
     child_id = ps.superseded_by(plan.plan_id)
     moved = {a.job for a in ps.get(child_id).assignments} if child_id else set()
@@ -70,7 +73,7 @@ def plan_result(store: Store, plan: Plan) -> tuple[list[str], dict[str, str]]:
     for a in sorted(plan.assignments, key=lambda a: a.job):
         rec = prog.get(plan.workload, a.job) or {}
         state = rec.get("state") or JobState.PENDING.value
-        if state == JobState.DONE or a.job in moved:
+        if state == JobState.DONE or a.job in moved or segments.finished_here(plan, a.job, rec):
             ok.append(a.job)
             continue
         where = f" at step {rec.get('step')}/{rec.get('total')}" if rec.get("total") else ""

@@ -11,7 +11,8 @@ shows the stopped jobs, the rung lines and the winner.
 Whether two devices pay for the rest depends on the profile; on a machine shared with other work
 two ranks on two busy cores can run slower than one. So the test profiles for real, then sets the
 cached trials' step and start-up times to those of a quiet 2-core box (ddp x2 1.9x single, as
-measured in docs/benchmarks-torch.md): the planning DAG's profile step then finds them cached.
+measured in docs/benchmarks-torch.md): the planning DAG's profile step (strategy full: every config,
+not only those the guided profiler finds worth a trial) then finds them cached.
 Everything after that (training, evaluations, checkpoints, stops, re-plans, resumes) is real.
 """
 
@@ -60,7 +61,8 @@ def workload() -> dict:
 def af():
     port = int(os.environ["SATURN_E2E_PORT"]) if os.environ.get("SATURN_E2E_PORT") else None
     h = AirflowHarness(parallelism=4, port=port, keep_home=bool(os.environ.get("SATURN_E2E_KEEP_HOME")),
-                       env={"AIRFLOW__SATURN__DRIFT_POLL_S": "2", "AIRFLOW__SATURN__RESTART_OVERHEAD_S": "0"})
+                       env={"AIRFLOW__SATURN__DRIFT_POLL_S": "2", "AIRFLOW__SATURN__RESTART_OVERHEAD_S": "0",
+                            "AIRFLOW__SATURN__PROFILE_STRATEGY": "full"})  # every seeded config in the table
     t = time.time()
     h.start()
     print(f"\nAirflow up in {time.time() - t:.0f} s at {h.url} (home {h.home})")
@@ -78,7 +80,7 @@ def seed_quiet_profile(store: Store, wl_path: str) -> None:
     from saturn_airflow.profiling.profiler import profile_workload
     from saturn_airflow.spec.workload import load_workload
 
-    profile_workload(load_workload(wl_path), store=store, devices=[0, 1])
+    profile_workload(load_workload(wl_path), store=store, devices=[0, 1], strategy="full")
     for name in store.list("profiles"):
         rec = store.read_json(f"profiles/{name}.json")
         step_s, startup_s = QUIET[int(rec["key"]["devices"])]

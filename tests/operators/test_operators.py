@@ -335,6 +335,25 @@ def test_plan_result_leaves_jobs_moved_to_a_newer_plan_to_it(store):
     assert SaturnPlanResultOperator(task_id="plan_result", plan_id=p.plan_id).execute(ctx())["done"]
 
 
+def test_plan_result_counts_stopped_jobs_and_jobs_paused_at_their_rung_as_finished(store):
+    from saturn_airflow.operators.training import SaturnPlanResultOperator
+
+    p0 = synthetic_plan(3, nodes=[("local", 2)], plan_id="w-v1", workload="w")
+    a, b, c = (x.job for x in p0.assignments)
+    halving = {"metric": "loss", "goal": "min", "keep": 0.5, "rungs": [5], "groups": {"g": [a, b, c]},
+               "steps": {a: 10, b: 10, c: 10}, "segments": {j: {"from": 0, "to": 5} for j in (a, b, c)}}
+    p = publish(store, n=3, early_stop=halving)
+    prog = ProgressStore(store, sweep=p.sweep)
+    prog.put("w", a, {"plan_id": p.plan_id, "state": "paused", "step": 5, "total": 5})  # at its rung: the sweep decides
+    prog.put("w", b, {"plan_id": p.plan_id, "state": "stopped", "step": 5, "total": 10})  # lost at the rung
+    prog.put("w", c, {"plan_id": p.plan_id, "state": "paused", "step": 3, "total": 5})  # short of its segment's end
+    op = SaturnPlanResultOperator(task_id="plan_result", plan_id=p.plan_id)
+    with pytest.raises(AirflowFailException, match=f"1 of 3 jobs did not finish: {c}: paused at step 3/5"):
+        op.execute(ctx())
+    prog.put("w", c, {"plan_id": p.plan_id, "state": "paused", "step": 5, "total": 5})
+    assert op.execute(ctx()) == {"done": sorted([a, b, c])}
+
+
 def test_a_stop_no_plan_asked_for_fails_the_attempt_so_a_retry_resumes(store, monkeypatch):
     from airflow.sdk.exceptions import AirflowException
 
