@@ -24,8 +24,40 @@ def get_provider_info() -> dict:
                 "description": "saturn-airflow provider settings.",
                 "options": {
                     "store_url": {
-                        "description": "Where plans, progress and checkpoints live: a local folder or an fsspec URL (s3://, gs://). Default: $SATURN_HOME, else $AIRFLOW_HOME/saturn.",
+                        "description": "The store folder (local path or fsspec URL): checkpoints, and the SQLite record database when store_db is empty. Default: $SATURN_HOME, else $AIRFLOW_HOME/saturn.",
                         "version_added": "0.1.0", "type": "string", "example": "s3://bucket/saturn", "default": "",
+                    },
+                    "store_db": {
+                        "description": "SQLAlchemy URL of the record database (plans, progress, leases, claims, events). Empty: a SQLite file saturn.db in store_url (one machine). A cluster uses PostgreSQL.",
+                        "version_added": "0.1.0", "type": "string", "example": "postgresql://saturn:pw@db-host:5432/saturn", "default": "",
+                    },
+                    "store_conn_id": {
+                        "description": "An Airflow connection holding the record database (used when store_db is empty).",
+                        "version_added": "0.1.0", "type": "string", "example": "saturn_db", "default": "",
+                    },
+                    "checkpoint_url": {
+                        "description": "Folder or fsspec URL every node can reach, for the jobs' checkpoints (torch.distributed.checkpoint). Empty: <store_url>/checkpoints.",
+                        "version_added": "0.1.0", "type": "string", "example": "s3://bucket/saturn/checkpoints", "default": "",
+                    },
+                    "checkpoint_every_s": {
+                        "description": "A running job checkpoints this often (seconds): the most a killed worker or node loses of it.",
+                        "version_added": "0.1.0", "type": "float", "example": "300", "default": "60",
+                    },
+                    "lease_ttl_s": {
+                        "description": "A device or job lease expires when its holder has not heartbeated for this long (seconds); one waiter then breaks it.",
+                        "version_added": "0.1.0", "type": "float", "example": "120", "default": "60",
+                    },
+                    "node": {
+                        "description": "The node this worker serves (set per worker, with the worker consuming the queue of the same name). Empty: not pinned.",
+                        "version_added": "0.1.0", "type": "string", "example": "gpu-a", "default": "",
+                    },
+                    "device_ids": {
+                        "description": "The device ids of this worker's node: CUDA ordinals as the worker sees them, or CPU core indexes; comma-separated, ranges allowed. Plan device i runs on the i-th. Empty: every device of the machine.",
+                        "version_added": "0.1.0", "type": "string", "example": "0-3", "default": "",
+                    },
+                    "nodes": {
+                        "description": "The cluster's node names that have a worker each: the planning DAG profiles node N in queue N. Empty: one profile task per workload node on the default queue.",
+                        "version_added": "0.1.0", "type": "string", "example": "gpu-a,gpu-b", "default": "",
                     },
                     "solver": {
                         "description": "Default MILP solver: highs or cbc.",

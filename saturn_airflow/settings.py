@@ -13,7 +13,15 @@ import sys
 from typing import Optional
 
 DEFAULTS: dict[str, str] = {
-    "store_url": "",             # empty: $SATURN_HOME, else $AIRFLOW_HOME/saturn (store.default_store_url)
+    "store_url": "",             # empty: $SATURN_HOME, else $AIRFLOW_HOME/saturn
+    "store_db": "",              # SQLAlchemy URL of the record database; empty: SQLite file in store_url
+    "store_conn_id": "",         # ...or an Airflow connection holding that database
+    "checkpoint_url": "",        # folder or fsspec URL of the checkpoints; empty: <store_url>/checkpoints
+    "checkpoint_every_s": "60",  # a running job checkpoints this often: what a killed node loses at most
+    "lease_ttl_s": "60",         # a lease whose holder stopped heartbeating this long is broken by a waiter
+    "node": "",                  # this worker's node name (its queue); empty: not pinned to a node
+    "device_ids": "",            # this worker's device ids (CUDA ordinals or CPU core indexes); empty: all
+    "nodes": "",                 # the cluster's node names with a worker each: profile tasks go to their queues
     "solver": "highs",
     "time_limit": "30",
     "drift_threshold": "0.1",    # re-plan when the projected makespan is later than planned by 10%...
@@ -68,10 +76,94 @@ def get_int(option: str) -> int:
 
 
 def store_url() -> str:
-    """$SATURN_HOME, else [saturn] store_url, else store.py's default ($AIRFLOW_HOME/saturn)."""
-    from saturn_airflow.store.files import default_store_url
+    """$SATURN_HOME, else [saturn] store_url, else $AIRFLOW_HOME/saturn (~/airflow/saturn)."""
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return os.environ.get("SATURN_HOME") or get("store_url") or os.path.join(home, "saturn")
 
-    return os.environ.get("SATURN_HOME") or get("store_url") or default_store_url()
+
+def store_db() -> str:
+    """The record database's SQLAlchemy URL: [saturn] store_db, else the Airflow connection
+    [saturn] store_conn_id, else "" (the store then keeps a SQLite file in its folder)."""
+    url = get("store_db")
+    if url:
+        return url
+    conn_id = get("store_conn_id")
+    return connection_uri(conn_id) if conn_id else ""
+
+
+def connection_uri(conn_id: str) -> str:
+    """The URI of an Airflow connection: from Airflow when this process already runs Airflow (any
+    secrets backend), else from AIRFLOW_CONN_<ID> (URI or JSON form), read without importing Airflow."""
+    if "airflow" in sys.modules:
+        try:
+            from airflow.sdk import BaseHook
+
+            return BaseHook.get_connection(conn_id).get_uri()
+        except Exception:  # noqa: BLE001 - not in a task context: fall back to the environment
+            pass
+    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if not raw:
+        from saturn_airflow.errors import SaturnInputError
+
+        raise SaturnInputError(f"[saturn] store_conn_id={conn_id!r}: no such Airflow connection "
+                               f"(set AIRFLOW_CONN_{conn_id.upper()} or define it in Airflow)")
+    raw = raw.strip()
+    if raw.startswith("{"):
+        import json
+        from urllib.parse import quote
+
+        c = json.loads(raw)
+        scheme = {"postgres": "postgresql"}.get(c.get("conn_type", ""), c.get("conn_type", ""))
+        auth = quote(c.get("login") or "", safe="") + (":" + quote(c.get("password") or "", safe="") if c.get("password") else "")
+        host = (c.get("host") or "") + (f":{c['port']}" if c.get("port") else "")
+        return f"{scheme}://{auth + '@' if auth else ''}{host}/{c.get('schema') or ''}"
+    return raw
+
+
+def checkpoint_url() -> str:
+    return get("checkpoint_url")
+
+
+def checkpoint_every_s() -> float:
+    return get_float("checkpoint_every_s")
+
+
+def lease_ttl_s() -> float:
+    return get_float("lease_ttl_s")
+
+
+def node() -> str:
+    """The node this worker serves ([saturn] node), or "" when it is not pinned to one."""
+    return get("node").strip()
+
+
+def device_ids() -> Optional[list[int]]:
+    """This worker's device ids ([saturn] device_ids, e.g. "0,1" or "4-7"), or None for every device."""
+    raw = get("device_ids").strip()
+    if not raw:
+        return None
+    ids: list[int] = []
+    try:
+        for part in raw.replace(" ", "").split(","):
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                ids.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                ids.append(int(part))
+    except ValueError:
+        from saturn_airflow.errors import SaturnInputError
+
+        raise SaturnInputError(f"[saturn] device_ids={raw!r}: expected comma-separated ids or ranges, e.g. 0,1 or 4-7") from None
+    if len(set(ids)) != len(ids) or any(i < 0 for i in ids):
+        from saturn_airflow.errors import SaturnInputError
+
+        raise SaturnInputError(f"[saturn] device_ids={raw!r}: ids must be distinct and >= 0")
+    return ids
+
+
+def nodes() -> list[str]:
+    """The cluster's node names that have a worker each ([saturn] nodes); [] on one machine."""
+    return [n.strip() for n in get("nodes").split(",") if n.strip()]
 
 
 def solver() -> str:

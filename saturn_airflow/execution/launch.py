@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from saturn_airflow.execution.devices import cpu_cores, device_kind, launch_env
+from saturn_airflow.execution.devices import ENV_NODE, cpu_cores, device_kind, launch_env
 
 EXIT_PREEMPTED = 75
 STOP_GRACE_S = 90.0  # after SIGTERM, how long ranks get to save before SIGKILL
@@ -40,6 +40,7 @@ class LaunchOutcome:
     t_exit: float
     timed_out: bool = False
     stopped: bool = False
+    killed: bool = False  # by kill_event: no checkpoint was written
 
     def root_cause(self) -> Optional[dict]:
         """The failing rank's own error, not its peers' echoes ("connection closed by peer")."""
@@ -75,11 +76,26 @@ def _runner_cmd(n: int) -> list[str]:
             "--max-restarts=0", "-m", "saturn_airflow.execution.runner"]
 
 
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; a no-op elsewhere): a task
+    process killed outright must not leave its training ranks running on the devices."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: str,
                   log: Callable[[str], None] = print, stop_event: Optional[threading.Event] = None,
                   timeout_s: Optional[float] = None, env: Optional[dict] = None, kind: Optional[str] = None,
-                  on_start: Optional[Callable[[subprocess.Popen], None]] = None) -> LaunchOutcome:
-    """Run `python -m saturn_airflow.execution.runner <runner_args>` under torchrun on `device_ids`; wait for it."""
+                  on_start: Optional[Callable[[subprocess.Popen], None]] = None,
+                  kill_event: Optional[threading.Event] = None) -> LaunchOutcome:
+    """Run `python -m saturn_airflow.execution.runner <runner_args>` under torchrun on `device_ids`; wait for it.
+
+    `stop_event`: SIGTERM (the ranks checkpoint and exit); `kill_event`: SIGKILL at once, no checkpoint
+    (the devices' leases were lost to another holder)."""
     kind = kind or device_kind()
     os.makedirs(result_dir, exist_ok=True)
     tmp = os.path.join(result_dir, "tmp")
@@ -88,10 +104,12 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
     full_env = {**os.environ, **launch_env(device_ids, kind), "SATURN_LAUNCH_T0": repr(t0),
                 "SATURN_RUN_ID": uuid.uuid4().hex[:8], "TMPDIR": tmp, "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = _runner_cmd(len(device_ids)) + list(runner_args) + ["--result-dir", result_dir]
-    preexec = None
-    if kind == "cpu" and hasattr(os, "sched_setaffinity"):
-        cores = set(cpu_cores(list(device_ids)))
-        preexec = lambda: os.sched_setaffinity(0, cores)  # noqa: E731 - pins torchrun and its ranks' start
+    cores = set(cpu_cores(list(device_ids))) if kind == "cpu" and hasattr(os, "sched_setaffinity") else None
+
+    def preexec():
+        die_with_parent()
+        if cores:
+            os.sched_setaffinity(0, cores)  # pins torchrun and its ranks' start
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True,
                             bufsize=1, start_new_session=True, preexec_fn=preexec)
     if on_start:
@@ -109,10 +127,13 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    stopped = timed_out = False
+    stopped = timed_out = killed = False
     term_at: Optional[float] = None
     while proc.poll() is None:
         now = time.time()
+        if kill_event is not None and kill_event.is_set() and not killed:
+            killed = True
+            _signal(proc, signal.SIGKILL)
         if term_at is None and stop_event is not None and stop_event.is_set():
             stopped, term_at = True, now
             _signal(proc, signal.SIGTERM)
@@ -135,7 +156,7 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
         with open(ep) as f:
             errors.append(json.load(f))
     shutil.rmtree(tmp, ignore_errors=True)
-    return LaunchOutcome(proc.returncode, result, errors, list(tail), t0, t_exit, timed_out, stopped)
+    return LaunchOutcome(proc.returncode, result, errors, list(tail), t0, t_exit, timed_out, stopped, killed)
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:
@@ -172,12 +193,14 @@ def _workload_file(workload, folder: str) -> tuple[str, str]:
 
 
 def checkpoint_root(store_url: str, workload: str, job: str, checkpoint_dir: Optional[str] = None) -> str:
-    """`<store>/checkpoints/<workload>/<job>/` (INTERFACES.md), or a local override for remote stores."""
+    """The job's checkpoint folder: `<checkpoint_url or store/checkpoints>/<workload>/<job>` (a local path
+    or an fsspec URL every node reaches, so the job resumes on any node), or an explicit override."""
     if checkpoint_dir:
         return checkpoint_dir
-    from saturn_airflow.store.files import Store
+    from saturn_airflow.store import keys
+    from saturn_airflow.store.records import Store
 
-    return Store(store_url).local_path("checkpoints", workload, job)
+    return keys.checkpoint_dir(Store(store_url).checkpoint_root(), workload, job)
 
 
 def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: list[int], store_url: str,
@@ -185,7 +208,8 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
             checkpoint_dir: Optional[str] = None, ckpt_every_s: Optional[float] = None,
             ckpt_every_steps: Optional[int] = None, steps: Optional[int] = None, stop_at_step: Optional[int] = None,
             loss_log: Optional[str] = None, progress_every_s: float = 3.0, timeout_s: Optional[float] = None,
-            env: Optional[dict] = None, on_start: Optional[Callable[[subprocess.Popen], None]] = None) -> "JobResult":
+            env: Optional[dict] = None, on_start: Optional[Callable[[subprocess.Popen], None]] = None,
+            kill_event: Optional[threading.Event] = None, node: str = "") -> "JobResult":
     """Train `job` under `parallelism`/`knobs` on exactly `device_ids`, resuming from its latest checkpoint.
 
     Blocks until the job is done, preempted (stop_event set: SIGTERM, checkpoint, exit) or failed.
@@ -204,11 +228,17 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
                           ("--steps", steps), ("--stop-at-step", stop_at_step), ("--loss-log", loss_log)):
             if val is not None:
                 args += [flag, str(val)]
+        if node:
+            args += ["--node", node]
         out = launch_runner(args, list(device_ids), result_dir=os.path.join(folder, "result"), log=log,
-                            stop_event=stop_event, timeout_s=timeout_s, env=env, on_start=on_start)
+                            stop_event=stop_event, timeout_s=timeout_s, env={**(env or {}), ENV_NODE: node},
+                            on_start=on_start, kill_event=kill_event)
         res = out.result or {}
         wall = out.t_exit - out.t_launch
         details = {"result": res, "errors": out.errors[:4]}
+        if out.killed:  # the leases went to another holder, who now owns the job's progress record
+            return JobResult("failed", job, res.get("step"), res.get("total"), out.returncode, wall,
+                             "killed: its leases were taken over by another holder", ck, details)
         if res.get("status") == "done" and out.returncode == 0:
             status, msg = "done", "done"
         elif res.get("status") == "preempted" or (out.stopped and res.get("status") != "done"):
@@ -223,7 +253,7 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
 
 
 def _progress_state(store_url: str, workload: str, job: str) -> Optional[str]:
-    from saturn_airflow.store.files import ProgressStore, Store
+    from saturn_airflow.store.records import ProgressStore, Store
 
     rec = ProgressStore(Store(store_url)).get(workload, job)
     return rec.get("state") if rec else None
@@ -231,7 +261,7 @@ def _progress_state(store_url: str, workload: str, job: str) -> Optional[str]:
 
 def _mark_failed(store_url, workload, job, plan_id, msg, parallelism, device_ids) -> None:
     """A rank killed outright (SIGKILL, OOM-killer) cannot say so itself: the launcher records it."""
-    from saturn_airflow.store.files import ProgressStore, Store
+    from saturn_airflow.store.records import ProgressStore, Store
 
     ps = ProgressStore(Store(store_url))
     rec = ps.get(workload, job) or {}

@@ -33,15 +33,17 @@ class ProgressReporter:
     """Rank 0's progress: a ProgressStore record every few seconds and a readable line on stdout."""
 
     def __init__(self, *, workload: str, job: str, plan_id: str, parallelism: str, device_ids: list[int],
-                 store_url: Optional[str], every_s: float = 3.0, loss_log: Optional[str] = None, enabled: bool = True):
+                 store_url: Optional[str], every_s: float = 3.0, loss_log: Optional[str] = None, enabled: bool = True,
+                 node: str = ""):
         self.enabled = enabled
+        self.node = node
         self.workload, self.job, self.plan_id = workload, job, plan_id
         self.parallelism, self.device_ids = parallelism, device_ids
         self.every_s = every_s
         self.loss_log = open(loss_log, "a") if (loss_log and enabled) else None
         self.store = None
         if enabled and store_url:
-            from saturn_airflow.store.files import ProgressStore, Store
+            from saturn_airflow.store.records import ProgressStore, Store
 
             self.store = ProgressStore(Store(store_url))
         self.started_at = time.time()
@@ -68,14 +70,14 @@ class ProgressReporter:
         rec = {"plan_id": self.plan_id, "state": state, "step": step, "total": self.total,
                "rate_steps_per_s": rate, "recent_rate_steps_per_s": self._recent_rate(now, step), "started_at": self.started_at, "updated_at": now,
                "finished_at": now if finished else None, "parallelism": self.parallelism,
-               "device_ids": self.device_ids, "start_step": self.start_step, "loss": self.last_loss}
+               "device_ids": self.device_ids, "node": self.node, "start_step": self.start_step, "loss": self.last_loss}
         return rec
 
     def _put(self, rec: dict) -> None:
         if self.store is not None:
             try:
                 self.store.put(self.workload, self.job, rec)
-            except OSError as e:  # progress is advisory: never kill training over it
+            except Exception as e:  # noqa: BLE001 - progress is advisory: never kill training over it
                 print(f"[saturn] progress write failed: {e}", flush=True)
 
     def start(self, step: int, total: int) -> None:
@@ -128,6 +130,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--result-dir", required=True)
     p.add_argument("--store", default=None, help="store URL for progress records")
     p.add_argument("--plan-id", default="")
+    p.add_argument("--node", default="", help="the node this launch runs on (recorded with its progress)")
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--ckpt-every-s", type=float, default=None)
     p.add_argument("--ckpt-every-steps", type=int, default=None)
@@ -165,6 +168,9 @@ def main(argv=None) -> int:
             stop.requested = True
 
     signal.signal(signal.SIGTERM, on_term)
+    from saturn_airflow.execution.launch import die_with_parent
+
+    die_with_parent()  # torchrun gone (its task process killed): this rank goes too
     import torch.distributed as dist
 
     from saturn_airflow.execution.devices import bind_rank
@@ -192,7 +198,7 @@ def main(argv=None) -> int:
                                  meta={"parallelism": par.name, "world_size": devices.world_size, "knobs": knobs})
         progress = ProgressReporter(workload=workload.name, job=job.name, plan_id=args.plan_id, parallelism=par.name,
                                     device_ids=devices.ids, store_url=args.store, every_s=args.progress_every_s,
-                                    loss_log=args.loss_log, enabled=devices.is_main)
+                                    loss_log=args.loss_log, enabled=devices.is_main, node=args.node)
 
         def on_step(step, loss):
             nonlocal step_now

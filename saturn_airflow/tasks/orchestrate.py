@@ -6,13 +6,12 @@ Airflow terms; everything here is testable without Airflow.
 Store layout used here (besides store.py's):
   tables/<plan_id>.json         the profile table a plan was solved from (re-plans reuse the root's)
   staged/<plan_id>.json         a solved plan waiting for the publish step
-  events/<workload>.jsonl       append-only job events (start/end of every training attempt)
+  log stream events/<workload>  append-only job events (start/end of every training attempt)
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -22,7 +21,8 @@ from saturn_airflow.control.drift import assess
 from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.spec.plan import Plan, check_plan, parse_plan
 from saturn_airflow.spec.profile_table import ProfileTable, parse_profile_table
-from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+from saturn_airflow.store import keys
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
 # Parallelisms that cannot run on fewer devices than this (a pipeline needs two stages); a registered
 # parallelism class may declare its own `min_devices`.
@@ -180,26 +180,12 @@ def publish(store: Store, plan_id: str, *, check: bool = True) -> Plan:
 
 # --------------------------------------------------------------------------- events
 def record_event(store: Store, workload: str, event: dict) -> None:
-    """Append one job event (local stores; a remote store keeps only the ProgressStore records)."""
-    if not store.local:
-        return
-    path = store.local_path("events", f"{workload}.jsonl")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps({"t": time.time(), **event}) + "\n").encode())
-    finally:
-        os.close(fd)
+    """Append one job event (start / end of a training attempt) to the workload's log stream."""
+    store.append(keys.events_stream(workload), event)
 
 
 def events(store: Store, workload: str) -> list[dict]:
-    if not store.local:
-        return []
-    try:
-        with open(store.local_path("events", f"{workload}.jsonl")) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+    return store.read_log(keys.events_stream(workload))
 
 
 # --------------------------------------------------------------------------- training decisions

@@ -7,7 +7,7 @@ from saturn_airflow.control import replan
 from saturn_airflow.spec.plan import check_plan
 from saturn_airflow.planner import plan_table
 from saturn_airflow.spec.profile_table import parse_profile_table
-from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
 NOW = 2_000_000.0
 
@@ -156,3 +156,41 @@ def test_rates_since_the_drift_sample_are_the_freshest():
             "c": {"state": "running", "step": 12, "updated_at": 102.0}}
     out = replan.rates_since({"a": [100.0, 25], "b": [100.0, 90], "c": [100.0, 10]}, recs)
     assert out == {"a": 0.5}  # b finished; c: too short an interval to trust
+
+
+def table_two_nodes():
+    return parse_profile_table({
+        "cluster": {"nodes": [{"name": "node0", "gpus": 1}, {"name": "node1", "gpus": 1}]},
+        "jobs": [{"name": "long", "configs": [{"parallelism": "single", "gpus": 1, "runtime_s": 200}]},
+                 {"name": "short", "configs": [{"parallelism": "single", "gpus": 1, "runtime_s": 50}]}]})
+
+
+def _slowed_on_its_node(extra_replan=None):
+    """`long` runs 10x slower than profiled on its node; `short` is done on the other node at profiled speed."""
+    t = table_two_nodes()
+    p = plan_table(t, solver="highs", time_limit=5, workload="w")
+    slow_node, other = p.assignment("long").node, p.assignment("short").node
+    assert slow_node != other
+    if extra_replan is not None:
+        p = p.model_copy(update={"replan": extra_replan(slow_node, other)})
+    records = {"long": {**rec(p, "long", "running", 20, 200, rate=0.1), "node": slow_node},
+               "short": {**rec(p, "short", "done", 50, 50, rate=1.0), "node": other}}
+    res = replan.replan_plan(t, p, records, {"long": 200, "short": 50}, solver="highs", time_limit=5,
+                             restart_overhead_s=10)
+    return res, slow_node, other
+
+
+def test_a_job_slowed_on_its_node_moves_to_a_node_at_speed():
+    res, slow_node, other = _slowed_on_its_node()
+    assert res.option == "preempt-all" and res.plan.model_extra["preempted"] == ["long"]
+    moved = res.plan.assignment("long")
+    assert moved.node == other  # 180 steps at 1 step/s + restart there, instead of 1800 s where it is
+    assert res.plan.makespan_s < 250
+    assert res.plan.model_extra["replan"]["slow_on"] == {"long": slow_node}
+
+
+def test_a_job_slow_again_after_a_move_is_slow_everywhere():
+    """Moved once for being slow (slow_on names its old node) and slow again on its new one: the slowdown is
+    the job's own, so a second move would gain nothing and it is kept."""
+    res, slow_node, other = _slowed_on_its_node(lambda slow, oth: {"slow_on": {"long": oth}})
+    assert res.option == "keep-all" and res.plan.assignment("long").node == slow_node

@@ -28,7 +28,7 @@ from airflow_harness import AirflowHarness  # noqa: E402
 from saturn_airflow.execution import leases
 
 from saturn_airflow.tasks import orchestrate
-from saturn_airflow.store.files import PlanStore, Store  # noqa: E402
+from saturn_airflow.store.records import PlanStore, Store  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 

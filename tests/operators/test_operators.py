@@ -18,7 +18,7 @@ from saturn_airflow.execution import leases
 from saturn_airflow.tasks import orchestrate
 from saturn_airflow.spec.plan import Plan
 from saturn_airflow.tasks.render import synthetic_plan
-from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
 
 class TI:
