@@ -228,8 +228,6 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
                           ("--steps", steps), ("--stop-at-step", stop_at_step), ("--loss-log", loss_log)):
             if val is not None:
                 args += [flag, str(val)]
-        if node:
-            args += ["--node", node]
         out = launch_runner(args, list(device_ids), result_dir=os.path.join(folder, "result"), log=log,
                             stop_event=stop_event, timeout_s=timeout_s, env={**(env or {}), ENV_NODE: node},
                             on_start=on_start, kill_event=kill_event)

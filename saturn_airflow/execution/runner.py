@@ -130,7 +130,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--result-dir", required=True)
     p.add_argument("--store", default=None, help="store URL for progress records")
     p.add_argument("--plan-id", default="")
-    p.add_argument("--node", default="", help="the node this launch runs on (recorded with its progress)")
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--ckpt-every-s", type=float, default=None)
     p.add_argument("--ckpt-every-steps", type=int, default=None)
@@ -173,7 +172,7 @@ def main(argv=None) -> int:
     die_with_parent()  # torchrun gone (its task process killed): this rank goes too
     import torch.distributed as dist
 
-    from saturn_airflow.execution.devices import bind_rank
+    from saturn_airflow.execution.devices import ENV_NODE, bind_rank
     from saturn_airflow.parallelisms import get_parallelism
     from saturn_airflow.parallelisms.base import StopSignal
 
@@ -198,7 +197,8 @@ def main(argv=None) -> int:
                                  meta={"parallelism": par.name, "world_size": devices.world_size, "knobs": knobs})
         progress = ProgressReporter(workload=workload.name, job=job.name, plan_id=args.plan_id, parallelism=par.name,
                                     device_ids=devices.ids, store_url=args.store, every_s=args.progress_every_s,
-                                    loss_log=args.loss_log, enabled=devices.is_main, node=args.node)
+                                    loss_log=args.loss_log, enabled=devices.is_main,
+                                    node=os.environ.get(ENV_NODE, ""))
 
         def on_step(step, loss):
             nonlocal step_now
