@@ -1,7 +1,7 @@
 """Planner benchmark: makespan / lower bound, speedup over every baseline, and solve time, for CBC and HiGHS.
 
-Families (issue 2): (a) AdaptDL/Pollux measured traces, (b) Saturn-shaped 12 jobs on 8 GPUs, (c) scale:
-100 and 500 jobs on 8 and 16 nodes; plus milp.md's synthetic 12-job family.
+Families: (a) AdaptDL/Pollux measured traces, (b) Saturn-shaped 12 jobs on 8 GPUs, (c) scale:
+100 and 500 jobs on 8 and 16 nodes; plus a synthetic 12-job family.
 
     .venv/bin/python bench/planner_bench.py            # full (about 15-20 min on 2 busy cores)
     .venv/bin/python bench/planner_bench.py --quick    # a few minutes, smaller limits
@@ -28,7 +28,7 @@ from saturn_airflow.planner import BASELINES, plan_table  # noqa: E402
 from saturn_airflow.planner.generate import adaptdl, saturn_shaped, synthetic  # noqa: E402
 
 REFERENCE_SOLVERS = ("highs",)  # the 10x-time reference runs the default solver only (time budget)
-ADAPTDL = Path(os.environ.get("SATURN_ADAPTDL", ROOT.parent / "shared" / "data" / "external" / "adaptdl-osdi21"))
+ADAPTDL = Path(os.environ.get("SATURN_ADAPTDL", ROOT / "tests" / "data" / "adaptdl-osdi21"))
 
 
 def instances(quick: bool):
@@ -98,7 +98,7 @@ def markdown(rows: list[dict], quick: bool, elapsed: float) -> str:
               f"Python {platform.python_version()}, shared with other jobs"
     head = ["instance", "jobs", "nodes", "solver", "limit s", "wall s", "makespan h", "/ LB", "/ best 10x",
             "warm start h", "final from", "MILP runs", "vs current", "vs max-h", "vs min-h", "vs optimus", "vs random"]
-    lines = [f"# Planner benchmark\n",
+    lines = ["# Planner benchmark\n",
              f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine}. "
              f"Mode: {'quick' if quick else 'full'}; total {elapsed / 60:.1f} min. "
              f"Command: `.venv/bin/python bench/planner_bench.py{' --quick' if quick else ''}`.\n",

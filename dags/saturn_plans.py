@@ -59,7 +59,7 @@ def render_all(store_url: str | None = None) -> dict[str, DAG]:
     store = Store(store_url or settings.store_url())
     ps = PlanStore(store)
     out: dict[str, DAG] = {}
-    for pid in newest(ps.ids(), settings.get_int("render_max_plans")):
+    for pid in newest(ps.ids(), settings.render_max_plans()):
         try:
             out[dag_id(pid)] = render(ps.get(pid), store_url)
         except Exception as e:  # one bad plan file must not hide the others

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from saturn_airflow import settings
 
-from saturn_airflow.tasks import orchestrate
+from saturn_airflow.tasks import drift as drift_steps
 from saturn_airflow.tasks.render import PLANNING_DAG_ID
 
 from .triggers import DriftTrigger
@@ -42,9 +42,9 @@ class SaturnDriftSensor(BaseSensorOperator):
         return start.timestamp() if start is not None else time.time()
 
     def poke(self, context) -> bool:  # used only if someone runs it non-deferred
-        event = orchestrate.drift_step(self.store_url or settings.store_url(), self.plan_id, self._t0(context),
+        event = drift_steps.drift_step(self.store_url or settings.store_url(), self.plan_id, self._t0(context),
                                        threshold=self.threshold, min_s=self.min_s,
-                                       max_replans=settings.get_int("max_replans"))
+                                       max_replans=settings.max_replans())
         return event is not None
 
     def execute(self, context) -> Any:
@@ -54,7 +54,7 @@ class SaturnDriftSensor(BaseSensorOperator):
         self.defer(
             trigger=DriftTrigger(plan_id=self.plan_id, store_url=store_url, t0=t0,
                                  poll_s=self.poll_s or settings.drift_poll_s(), threshold=self.threshold,
-                                 min_s=self.min_s, max_replans=settings.get_int("max_replans")),
+                                 min_s=self.min_s, max_replans=settings.max_replans()),
             method_name="execute_complete", timeout=timedelta(seconds=self.timeout),
         )
 
@@ -78,6 +78,6 @@ class SaturnReplanTriggerOperator(TriggerDagRunOperator):
         event = context["ti"].xcom_pull(task_ids=self.sensor_task_id) or {}
         if event.get("kind") != "drift":
             raise AirflowSkipException(f"no re-plan: {event.get('kind') or 'no event'}: {event.get('message', '')}")
-        self.conf = orchestrate.replan_conf(event)
+        self.conf = drift_steps.replan_conf(event)
         self.log.info("triggering %s for a re-plan of %s: %s", self.trigger_dag_id, self.plan_id, event.get("reason"))
         return super().execute(context)

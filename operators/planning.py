@@ -1,6 +1,6 @@
 """Planning operators: validate -> ensure pools -> profile (per node) -> solve -> publish.
 
-They only translate between Airflow and the engine (saturn_airflow.tasks.orchestrate / profiler / planner /
+They only translate between Airflow and the engine (saturn_airflow.tasks / profiling / planner /
 replan); all heavy work happens in execute(), never at parse time. Data between steps: small XComs
 (paths, ids) and the store (tables, staged plans).
 """
@@ -15,7 +15,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from saturn_airflow import settings
 
-from saturn_airflow.tasks import orchestrate
+from saturn_airflow.tasks import planning as planning_steps
+from saturn_airflow.tasks import pools
 from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.store.records import PlanStore, Store
 
@@ -54,11 +55,11 @@ class SaturnValidateOperator(BaseOperator):
             path = (parent.model_extra or {}).get("workload_path") or path
             self.log.info("re-plan of %s (workload %s): %s", replan_of, path, _none(self.reason) or "drift")
         try:
-            wl = orchestrate.validate(path)
+            wl = planning_steps.validate(path)
         except SaturnInputError as e:
             self.log.error("workload rejected: %s", e)
             raise AirflowFailException(f"workload rejected: {e}") from None
-        nodes = orchestrate.nodes_of(wl)
+        nodes = planning_steps.nodes_of(wl)
         served = settings.nodes()
         unserved = [n["name"] for n in nodes if served and n["name"] not in served]
         if unserved:
@@ -105,13 +106,13 @@ class SaturnEnsurePoolsOperator(BaseOperator):
 
     def execute(self, context):
         info = context["ti"].xcom_pull(task_ids=self.validate_task_id)
-        if settings.get("manage_pools", "true").lower() in ("false", "0", "no"):
-            for p in orchestrate.pool_specs(info["nodes"]):
+        if not settings.manage_pools():
+            for p in pools.pool_specs(info["nodes"]):
                 self.log.info("manage_pools is off: assuming pool %s exists with %d slots", p["name"], p["slots"])
             return info["nodes"]
         base, login, password = self._endpoint()
         self.log.info("ensuring pools through the Airflow API at %s%s", base, f" as {login}" if login else "")
-        orchestrate.ensure_pools_rest(base, info["nodes"], login=login, password=password, log=self.log.info)
+        pools.ensure_pools_rest(base, info["nodes"], login=login, password=password, log=self.log.info)
         return info["nodes"]
 
 
@@ -151,7 +152,7 @@ class SaturnProfileOperator(BaseOperator):
         if here and here != node["name"]:
             raise AirflowFailException(f"the profile task of node {node['name']!r} ran on the worker of node {here!r}: "
                                        "start each node's worker with --queues <node> and [saturn] node=<node>")
-        from saturn_airflow.profiling.profiler import profile_workload  # torch side (issue 3); heavy import
+        from saturn_airflow.profiling.profiler import profile_workload  # torch side; heavy import
 
         store = _store(self.store_url)
         wl = load_workload(info["workload_path"])
@@ -161,7 +162,7 @@ class SaturnProfileOperator(BaseOperator):
         owner = {"job": f"profile:{wl.name}", "plan_id": None, "dag_run": context["run_id"], "node": node["name"],
                  "worker_node": here, "devices": devices}
         self.log.info("profiling on node %s, devices %s", node["name"], devices)
-        with leases.acquire(store, keys, owner, timeout_s=settings.get_float("lease_timeout_s"), log=self.log.info):
+        with leases.acquire(store, keys, owner, timeout_s=settings.lease_timeout_s(), log=self.log.info):
             table = profile_workload(wl, store=store, devices=devices, progress=self.log.info)
         rel = f"runs/{_safe(context['run_id'])}/profile-{node['name']}.json"
         import json
@@ -206,7 +207,7 @@ class SaturnSolveOperator(BaseOperator):
         rels = context["ti"].xcom_pull(task_ids=self.profile_task_id)
         rels = [r for r in (rels if isinstance(rels, (list, tuple)) else [rels]) if r]
         tables = [parse_profile_table(store.read_json(r), source=r) for r in rels]
-        table = orchestrate.merge_tables(tables, wl.cluster)
+        table = planning_steps.merge_tables(tables, wl.cluster)
         self.log.info("solving %d jobs on %d nodes with %s (time limit %.0f s)", len(table.jobs),
                       len(table.cluster.nodes), solver, time_limit)
         plan = plan_table(table, solver=solver, time_limit=time_limit, workload=wl.name, progress=self.log.info)
@@ -214,7 +215,7 @@ class SaturnSolveOperator(BaseOperator):
         data = plan.model_dump(mode="json")
         data.update(workload_path=info["workload_path"], drift=drift, planning_run=context["run_id"])
         plan = Plan.model_validate(data)
-        orchestrate.stage(store, plan, table)
+        planning_steps.stage(store, plan, table)
         self.log.info("plan %s: makespan %.1f s, lower bound %.1f s, solver %s %s", plan.plan_id, plan.makespan_s,
                       plan.lower_bound_s, plan.solver.name, plan.solver.status)
         return plan.plan_id
@@ -225,18 +226,18 @@ class SaturnSolveOperator(BaseOperator):
 
         ps = PlanStore(store)
         parent = ps.get(info["replan_of"])
-        table = orchestrate.plan_table_of(store, parent)
+        table = planning_steps.plan_table_of(store, parent)
         steps = {j.name: j.steps for j in wl.jobs}
         drift = (context.get("params") or {}).get("drift") or {}
         res = replan.replan_from_store(
             ps, ProgressStore(store), table, parent.plan_id, steps, owner=context["run_id"], solver=solver,
             time_limit=time_limit, restart_overhead_s=settings.restart_overhead_s(),
-            min_gain=settings.get_float("min_preempt_gain"), reason=info.get("reason") or "drift",
+            min_gain=settings.min_preempt_gain(), reason=info.get("reason") or "drift",
             rates=drift.get("rates"), samples=drift.get("samples"), log=self.log.info)
         self.log.info("%s", res.message)
         if res.plan is None:
             raise AirflowSkipException(res.message)
-        orchestrate.stage(store, res.plan, None, table_ref=(parent.model_extra or {}).get("table_ref"))
+        planning_steps.stage(store, res.plan, None, table_ref=(parent.model_extra or {}).get("table_ref"))
         self.log.info("child plan %s: %d remaining jobs, makespan %.1f s", res.plan.plan_id,
                       len(res.plan.assignments), res.plan.makespan_s)
         return res.plan.plan_id
@@ -262,7 +263,7 @@ class SaturnPublishOperator(BaseOperator):
         plan_id = context["ti"].xcom_pull(task_ids=self.solve_task_id)
         if not plan_id:
             raise AirflowSkipException("nothing to publish")
-        plan = orchestrate.publish(_store(self.store_url), plan_id)
+        plan = planning_steps.publish(_store(self.store_url), plan_id)
         self.log.info("published plan %s%s; DAG %s starts once the dag-processor renders it", plan.plan_id,
                       f" (supersedes {plan.parent_plan_id})" if plan.parent_plan_id else "", dag_id(plan.plan_id))
         return {"plan_id": plan.plan_id, "dag_id": dag_id(plan.plan_id), "makespan_s": plan.makespan_s}

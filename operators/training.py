@@ -28,7 +28,8 @@ from saturn_airflow import settings
 from saturn_airflow.execution import leases
 from saturn_airflow.execution.devices import physical_ids
 
-from saturn_airflow.tasks import orchestrate
+from saturn_airflow.tasks import events as job_events
+from saturn_airflow.tasks import training as training_steps
 from saturn_airflow.store.records import PlanStore, Store
 
 
@@ -53,7 +54,7 @@ class SaturnTrainOperator(BaseOperator):
         except BaseException as e:
             ti = context["ti"]
             if isinstance(e, AirflowFailException) or getattr(ti, "try_number", 1) >= (self.retries or 0) + 1:  # the last attempt
-                orchestrate.mark_failed(store, plan, self.job, f"{type(e).__name__}: {e}")
+                training_steps.mark_failed(store, plan, self.job, f"{type(e).__name__}: {e}")
             raise
 
     def _execute(self, store: Store, plan, context):
@@ -62,7 +63,7 @@ class SaturnTrainOperator(BaseOperator):
         if here and here != a.node:  # a worker serves one node: its queue must be that node's only
             raise AirflowFailException(f"{self.job} is planned on node {a.node!r} but ran on the worker of node "
                                        f"{here!r}: start each node's worker with --queues <node> and [saturn] node=<node>")
-        verdict, why = orchestrate.start_decision(store, plan, self.job)
+        verdict, why = training_steps.start_decision(store, plan, self.job)
         self.log.info("%s: %s", verdict, why)
         if verdict == "done":
             return {"job": self.job, "status": "done", "ran": False}
@@ -73,9 +74,9 @@ class SaturnTrainOperator(BaseOperator):
         owner = {"job": self.job, "plan_id": self.plan_id, "workload": plan.workload, "dag_run": context["run_id"],
                  "node": a.node, "worker_node": here, "devices": devices, "try": context["ti"].try_number}
         kept = self.job in ((plan.model_extra or {}).get("kept") or [])
-        timeout = None if kept else settings.get_float("lease_timeout_s")
+        timeout = None if kept else settings.lease_timeout_s()
         with leases.acquire(store, keys, owner, timeout_s=timeout, log=self.log.info) as held:
-            verdict, why = orchestrate.start_decision(store, plan, self.job)  # the world may have moved while we waited
+            verdict, why = training_steps.start_decision(store, plan, self.job)  # the world may have moved while we waited
             if verdict == "done":
                 self.log.info("%s", why)
                 return {"job": self.job, "status": "done", "ran": False}
@@ -84,7 +85,7 @@ class SaturnTrainOperator(BaseOperator):
             return self._run(store, plan, a, context, devices, held)
 
     def _run(self, store: Store, plan, a, context, devices: list[int], held) -> dict:
-        from saturn_airflow.execution.launch import run_job  # torch side (issue 3)
+        from saturn_airflow.execution.launch import run_job  # torch side: imported only when a job runs
 
         wl_path = (plan.model_extra or {}).get("workload_path")
         preempted_by: list[str] = []
@@ -92,7 +93,7 @@ class SaturnTrainOperator(BaseOperator):
         def watch():
             while not self._stop.wait(self.watch_s):
                 try:
-                    child = orchestrate.preempt_check(store, plan, self.job)
+                    child = training_steps.preempt_check(store, plan, self.job)
                 except Exception as e:  # pragma: no cover
                     self.log.warning("preemption check failed: %s", e)
                     continue
@@ -105,7 +106,7 @@ class SaturnTrainOperator(BaseOperator):
         watcher = threading.Thread(target=watch, name="saturn-preempt-watch", daemon=True)
         watcher.start()
         started = time.time()
-        orchestrate.record_event(store, plan.workload, {"event": "start", "job": self.job, "plan_id": plan.plan_id,
+        job_events.record_event(store, plan.workload, {"event": "start", "job": self.job, "plan_id": plan.plan_id,
                                                         "device_ids": a.gpu_ids, "node": a.node,
                                                         "try": context["ti"].try_number})
         self.log.info("running %s: %s on %s devices %s (planned %.0f s)", self.job, a.parallelism, a.node, a.gpu_ids,
@@ -123,7 +124,7 @@ class SaturnTrainOperator(BaseOperator):
             self._stop.set()
             watcher.join(timeout=5)
             ended = time.time()
-            orchestrate.record_event(store, plan.workload, {"event": "end", "job": self.job, "plan_id": plan.plan_id,
+            job_events.record_event(store, plan.workload, {"event": "end", "job": self.job, "plan_id": plan.plan_id,
                                                             "status": status, "started_at": started,
                                                             "ended_at": ended, "device_ids": a.gpu_ids})
         out = {"job": self.job, "status": status, "ran": True, "started_at": started, "ended_at": ended,

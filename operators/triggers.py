@@ -1,7 +1,7 @@
 """The drift trigger: runs in the triggerer, reads progress records and fires when the plan drifts.
 
 It lives in the installed package (saturn_airflow.operators.triggers) so the triggerer process can
-import it. Each look is saturn_airflow.tasks.orchestrate.drift_step (plain file reads, run in a thread).
+import it. Each look is saturn_airflow.tasks.drift.drift_step (plain file reads, run in a thread).
 """
 
 from __future__ import annotations
@@ -11,15 +11,19 @@ from typing import Any, AsyncIterator, Optional
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from saturn_airflow import settings
+
 
 class DriftTrigger(BaseTrigger):
     """Fire once: kind=drift (re-plan), kind=done (every job finished) or kind=superseded."""
 
-    def __init__(self, plan_id: str, store_url: str, t0: float, poll_s: float = 5.0,
-                 threshold: Optional[float] = None, min_s: Optional[float] = None, max_replans: int = 5):
+    def __init__(self, plan_id: str, store_url: str, t0: float, poll_s: Optional[float] = None,
+                 threshold: Optional[float] = None, min_s: Optional[float] = None, max_replans: Optional[int] = None):
         super().__init__()
-        self.plan_id, self.store_url, self.t0, self.poll_s = plan_id, store_url, float(t0), float(poll_s)
-        self.threshold, self.min_s, self.max_replans = threshold, min_s, int(max_replans)
+        self.plan_id, self.store_url, self.t0 = plan_id, store_url, float(t0)
+        self.poll_s = float(settings.drift_poll_s() if poll_s is None else poll_s)
+        self.threshold, self.min_s = threshold, min_s
+        self.max_replans = None if max_replans is None else int(max_replans)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("saturn_airflow.operators.triggers.DriftTrigger",
@@ -27,7 +31,7 @@ class DriftTrigger(BaseTrigger):
                  "threshold": self.threshold, "min_s": self.min_s, "max_replans": self.max_replans})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from saturn_airflow.tasks.orchestrate import RateWindow, drift_step
+        from saturn_airflow.tasks.drift import RateWindow, drift_step
 
         self.log.info("watching plan %s every %.0f s (t0=%.0f)", self.plan_id, self.poll_s, self.t0)
         looks = 0

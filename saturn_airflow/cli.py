@@ -1,4 +1,4 @@
-"""The `saturn` command: plan, show, simulate, profile (DESIGN.md, CLI contract).
+"""The `saturn` command: plan, show, simulate, profile (docs/contracts.md, CLI).
 
 Bad input of any kind exits with status 2 and one line on stderr naming the problem, and writes
 nothing; a missing optional component exits 1 with one line. Set SATURN_DEBUG=1 for tracebacks.
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from saturn_airflow.store.atomic import write_atomic
-from saturn_airflow.errors import SaturnInputError
+from saturn_airflow.errors import USER_ERRORS, SaturnInputError
 
 EXAMPLE = "saturn_sweep.json"
 
@@ -52,15 +52,16 @@ def _nonneg_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from saturn_airflow.planner import BASELINES, DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, SOLVERS
+    from saturn_airflow import settings
+    from saturn_airflow.planner import BASELINES, SOLVERS
 
     p = _OneLineParser(prog="saturn", description="Plan sweeps of training jobs onto GPUs (Saturn's SPASE MILP).")
     sub = p.add_subparsers(dest="command", parser_class=_OneLineParser)
     pl = sub.add_parser("plan", help="plan a profile table (.json) or a workload (.yaml, profiled first)")
     pl.add_argument("input", nargs="?", help=f"profile table or workload; default: the bundled example ({EXAMPLE})")
     pl.add_argument("-o", "--output", help="write the plan JSON here")
-    pl.add_argument("--solver", choices=SOLVERS, default=DEFAULT_SOLVER)
-    pl.add_argument("--time-limit", type=_positive_float, default=DEFAULT_TIME_LIMIT, help="seconds (default %(default)s)")
+    pl.add_argument("--solver", choices=SOLVERS, default=settings.solver())
+    pl.add_argument("--time-limit", type=_positive_float, default=settings.time_limit(), help="seconds (default %(default)s)")
     pl.add_argument("--baseline", choices=BASELINES, help="plan with a named baseline instead of the MILP")
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--width", type=int, default=72, help="chart width in characters")
@@ -172,7 +173,7 @@ def load_plan_file(path: str):
 
 
 def self_violations(plan) -> list[str]:
-    """DESIGN.md's validity rules that need no profile table: the plan against a table made from itself."""
+    """The plan validity rules (docs/contracts.md) that need no profile table: the plan against a table made from itself."""
     from saturn_airflow.spec.plan import plan_violations
     from saturn_airflow.spec.profile_table import ProfileTable
 
@@ -289,7 +290,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             parser.print_help()
             return 0
         return COMMANDS[args.command](args)
-    except SaturnInputError as e:
+    except USER_ERRORS as e:
         return _fail(2, str(e))
     except _ComponentMissing as e:
         return _fail(1, str(e))

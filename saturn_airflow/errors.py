@@ -1,13 +1,39 @@
-"""The one exception type user-facing code turns into a one-line message and exit status 2."""
+"""The errors the engine raises on purpose, under one base class.
+
+User-facing code (the CLI, the operators) turns each into one line: the CLI exits 2 for the ones that
+mean "your input is wrong" (`USER_ERRORS`), and 1 with "internal error: ..." for anything else.
+"""
 
 from __future__ import annotations
 
 
-class SaturnInputError(ValueError):
-    """Bad input (a workload, profile table or plan). The message is one line naming the problem."""
+class SaturnError(Exception):
+    """Base of every error saturn-airflow raises deliberately. The message is one line."""
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class SaturnInputError(SaturnError, ValueError):
+    """Bad input (a workload, profile table, plan or argument); the message names the problem."""
+
+
+class InvalidPlanError(SaturnError, ValueError):
+    """A plan that breaks the validity rules (overlapping GPUs, wrong runtimes, missing jobs, ...)."""
+
+
+class NotFoundError(SaturnError, KeyError):
+    """A named thing (plan, job, node, parallelism, staged plan, profile table) that is not there."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0] if self.args else ""
+
+
+class AirflowApiError(SaturnError, RuntimeError):
+    """Airflow's REST API refused or failed a call the provider needs (pools, login)."""
+
+
+USER_ERRORS = (SaturnInputError, InvalidPlanError, NotFoundError)
 
 
 def pydantic_message(source: str, exc) -> str:

@@ -77,21 +77,14 @@ def healthy(api: Api) -> bool:
     return all(p.get("status") == "healthy" for p in parts)
 
 
-def ensure_pools(api: Api, workload_path: str) -> list[str]:
+def ensure_pools(base_url: str, workload_path: str, user: str, password: str) -> list[str]:
     """One pool per node, one slot per device (the planning DAG checks them again)."""
-    from saturn_airflow.tasks.orchestrate import nodes_of, pool_specs
     from saturn_airflow.spec.workload import load_workload
+    from saturn_airflow.tasks.planning import nodes_of
+    from saturn_airflow.tasks.pools import ensure_pools_rest
 
-    names = []
-    for p in pool_specs(nodes_of(load_workload(workload_path))):
-        body = {"name": p["name"], "slots": p["slots"], "description": p["description"],
-                "include_deferred": p["include_deferred"]}
-        if api.call("GET", f"/api/v2/pools/{p['name']}", ok=(404,)) is None:
-            api.call("POST", "/api/v2/pools", body)
-        else:
-            api.call("PATCH", f"/api/v2/pools/{p['name']}", body)
-        names.append(f"{p['name']} ({p['slots']} slots)")
-    return names
+    done = ensure_pools_rest(base_url, nodes_of(load_workload(workload_path)), login=user, password=password)
+    return [f"{p['name']} ({p['slots']} slots)" for p in done]
 
 
 class Reporter:
@@ -170,7 +163,7 @@ def main(argv=None) -> int:
     password = json.loads(Path(a.password_file).read_text())[a.user]
     api.login(a.user, password)
     wait("scheduler, triggerer and dag-processor to be healthy", lambda: healthy(api), 300)
-    say(f"Airflow is up ({time.time() - t0:.0f} s). Pools: {', '.join(ensure_pools(api, a.workload))}")
+    say(f"Airflow is up ({time.time() - t0:.0f} s). Pools: {', '.join(ensure_pools(a.base_url, a.workload, a.user, password))}")
 
     wait(f"DAG {PLANNING_DAG_ID} to be parsed",
          lambda: api.call("GET", f"/api/v2/dags/{PLANNING_DAG_ID}", ok=(404,)), 300)

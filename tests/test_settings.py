@@ -27,6 +27,6 @@ def test_every_default_is_declared_in_the_provider_config():
 
 
 def test_reading_settings_does_not_import_airflow():
-    code = "from saturn_airflow import settings; from saturn_airflow.control import drift, replan; from saturn_airflow.execution import leases; from saturn_airflow.tasks import render, orchestrate; settings.solver(); import sys; print('airflow' in sys.modules)"
+    code = "from saturn_airflow import settings; from saturn_airflow.control import drift, replan; from saturn_airflow.execution import leases; from saturn_airflow.tasks import render, planning, training, drift as drift_steps, events, pools; settings.solver(); import sys; print('airflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]

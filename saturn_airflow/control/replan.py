@@ -18,6 +18,7 @@ import dataclasses
 import time
 from typing import Any, Callable, Optional
 
+from saturn_airflow import settings
 from saturn_airflow.control.drift import job_state
 from saturn_airflow.spec.plan import Plan, new_plan_id
 from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable
@@ -100,14 +101,15 @@ def observe(plan: Plan, table: ProfileTable, records: dict[str, Optional[dict]],
 
 
 def remaining_table(table: ProfileTable, plan: Plan, observed: dict[str, Observed], *, keep: set[str],
-                    restart_overhead_s: float = 10.0) -> tuple[ProfileTable, dict[str, Any]]:
+                    restart_overhead_s: Optional[float] = None) -> tuple[ProfileTable, dict[str, Any]]:
     """The remaining work as a profile table, plus the `pinned` map for the planner.
 
     `keep`: running jobs to leave where they run (their one config: the remaining time at the observed
     rate); every other unfinished job gets all its configs, scaled to its remaining steps and its
     observed slowdown, plus `restart_overhead_s` when it has already made progress.
     """
-    from saturn_airflow.planner import PinnedJob  # the planner package (issue 2); imported late, it is heavy
+    restart_overhead_s = settings.restart_overhead_s() if restart_overhead_s is None else restart_overhead_s
+    from saturn_airflow.planner import PinnedJob  # imported late: it is heavy
 
     jobs: list[JobProfile] = []
     pinned: dict[str, Any] = {}
@@ -184,12 +186,15 @@ class ReplanResult:
 
 
 def replan_plan(table: ProfileTable, plan: Plan, records: dict[str, Optional[dict]], steps: dict[str, int], *,
-                solver: str = "highs", time_limit: float = 30.0, restart_overhead_s: float = 10.0,
-                min_gain: float = 0.05, reason: str = "", rates: Optional[dict[str, float]] = None,
+                solver: Optional[str] = None, time_limit: Optional[float] = None,
+                restart_overhead_s: Optional[float] = None, min_gain: Optional[float] = None, reason: str = "", rates: Optional[dict[str, float]] = None,
                 log: Callable[[str], None] = lambda m: None) -> ReplanResult:
     """Plan the remaining work of `plan` both ways (keep running jobs / preempt them) and take the better."""
     from saturn_airflow.planner import plan_table
 
+    time_limit = settings.time_limit() if time_limit is None else time_limit
+    restart_overhead_s = settings.restart_overhead_s() if restart_overhead_s is None else restart_overhead_s
+    min_gain = settings.min_preempt_gain() if min_gain is None else min_gain
     observed = observe(plan, table, records, steps, rates)
     running = sorted(j for j, o in observed.items() if o.state == "running")
     remaining = [j for j, o in observed.items() if o.state in ("running", "pending")]

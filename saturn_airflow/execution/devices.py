@@ -106,7 +106,7 @@ def launch_env(device_ids: list[int], kind: Optional[str] = None) -> dict[str, s
     else:
         env["SATURN_CPU_CORES"] = ",".join(str(c) for c in cpu_cores(device_ids))
         env["CUDA_VISIBLE_DEVICES"] = ""
-        env["OMP_NUM_THREADS"] = "1"  # 2 threads on a shared core run 1.5-3x slower (notes/torch.md §1)
+        env["OMP_NUM_THREADS"] = "1"  # 2 threads on a shared core run 1.5-3x slower (measured on this project's dev box)
         env["MKL_NUM_THREADS"] = "1"
     return env
 
@@ -228,7 +228,7 @@ class DeviceOutOfMemory(RuntimeError):
 
 
 def is_oom(exc: BaseException) -> bool:
-    """OOM in any of its disguises (notes/torch.md §6): torch's class, CPU allocator text, cuBLAS/NCCL alloc."""
+    """OOM in any of its disguises: torch's class, CPU allocator text, cuBLAS/NCCL alloc."""
     torch = _torch()
     if isinstance(exc, (torch.OutOfMemoryError, DeviceOutOfMemory)):
         return True

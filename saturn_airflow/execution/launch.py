@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from saturn_airflow.execution.devices import ENV_NODE, cpu_cores, device_kind, launch_env
+from saturn_airflow.execution.runner import EXIT_PREEMPTED
 
-EXIT_PREEMPTED = 75
 STOP_GRACE_S = 90.0  # after SIGTERM, how long ranks get to save before SIGKILL
 
 
@@ -243,30 +243,22 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
             status, msg = "preempted", "preempted (SIGTERM): checkpoint saved" if res else "stopped during start-up"
         else:
             status, msg = "failed", out.message()
-        if status == "failed" and _progress_state(store_url, wname, job) == "running":
-            _mark_failed(store_url, wname, job, plan_id, msg, parallelism, device_ids)
+        if status == "failed":
+            _record_killed(store_url, wname, job, plan_id, msg, parallelism, device_ids)
         return JobResult(status, job, res.get("step"), res.get("total"), out.returncode, wall, msg, ck, details)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _progress_state(store_url: str, workload: str, job: str) -> Optional[str]:
+def _record_killed(store_url, workload, job, plan_id, msg, parallelism, device_ids) -> None:
+    """A rank killed outright (SIGKILL, OOM-killer) leaves its record "running": the launcher says it failed."""
     from saturn_airflow.store.records import ProgressStore, Store
 
-    rec = ProgressStore(Store(store_url)).get(workload, job)
-    return rec.get("state") if rec else None
-
-
-def _mark_failed(store_url, workload, job, plan_id, msg, parallelism, device_ids) -> None:
-    """A rank killed outright (SIGKILL, OOM-killer) cannot say so itself: the launcher records it."""
-    from saturn_airflow.store.records import ProgressStore, Store
-
-    ps = ProgressStore(Store(store_url))
-    rec = ps.get(workload, job) or {}
-    now = time.time()
-    rec.update({"plan_id": plan_id, "state": "failed", "updated_at": now, "finished_at": now, "error": msg[:500],
-                "parallelism": parallelism, "device_ids": list(device_ids)})
-    ps.put(workload, job, rec)
+    progress = ProgressStore(Store(store_url))
+    rec = progress.get(workload, job)
+    if rec and rec.get("state") == "running":
+        progress.mark_failed(workload, job, plan_id=plan_id, message=msg, parallelism=parallelism,
+                             device_ids=list(device_ids))
 
 
 __all__ = ["run_job", "JobResult", "launch_runner", "LaunchOutcome", "checkpoint_root", "EXIT_PREEMPTED"]

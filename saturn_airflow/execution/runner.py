@@ -137,9 +137,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stop-at-step", type=int, default=None, help="act as if preempted at this step (tests)")
     p.add_argument("--loss-log", default=None, help="rank 0 appends {step, loss} JSON lines here")
     p.add_argument("--progress-every-s", type=float, default=3.0)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--measure", type=int, default=5, help="at least this many measured steps")
-    p.add_argument("--measure-s", type=float, default=3.0, help="and at least this many measured seconds")
+    from saturn_airflow.profiling.profiler import DEFAULT_MEASURE, DEFAULT_MEASURE_S, DEFAULT_WARMUP
+
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
+    p.add_argument("--measure", type=int, default=DEFAULT_MEASURE, help="at least this many measured steps")
+    p.add_argument("--measure-s", type=float, default=DEFAULT_MEASURE_S, help="and at least this many measured seconds")
     p.add_argument("--knob-start", type=int, default=0)
     p.add_argument("--search", choices=("first-fit", "best"), default="first-fit")
     return p.parse_args(argv)

@@ -14,12 +14,14 @@ import os
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from saturn_airflow.spec.workload import BUILTIN_PARALLELISMS, PARALLELISM_GROUP
+from saturn_airflow.errors import NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     from saturn_airflow.parallelisms.base import Parallelism
 
-_BUILTIN_PATHS = {
+PARALLELISM_GROUP = "saturn_airflow.parallelisms"
+# The built-ins, as pyproject.toml's entry points declare them (for a source tree never pip-installed).
+BUILTIN = {
     "single": "saturn_airflow.parallelisms.single:Single",
     "ddp": "saturn_airflow.parallelisms.ddp:DDP",
     "fsdp": "saturn_airflow.parallelisms.fsdp:FSDP",
@@ -33,7 +35,7 @@ def registry() -> dict[str, str]:
     """name -> "module:Class" for every registered parallelism (entry points, else the built-ins)."""
     found = {ep.name: ep.value for ep in entry_points(group=PARALLELISM_GROUP)}
     if not found:  # running from a source tree that was never pip-installed
-        found = {n: _BUILTIN_PATHS[n] for n in BUILTIN_PARALLELISMS}
+        found = dict(BUILTIN)
     for item in filter(None, os.environ.get(ENV_EXTRA, "").split(",")):
         n, _, t = item.partition("=")
         found[n.strip()] = t.strip()
@@ -62,7 +64,7 @@ def get_parallelism(name: str) -> "Parallelism":
 
     reg = registry()
     if name not in reg:
-        raise KeyError(f"unknown parallelism {name!r} (registered: {', '.join(sorted(reg))})")
+        raise NotFoundError(f"unknown parallelism {name!r} (registered: {', '.join(sorted(reg))})")
     cls = _load(reg[name])
     if not (isinstance(cls, type) and issubclass(cls, Parallelism)):
         raise TypeError(f"parallelism {name!r} -> {reg[name]} is not a subclass of saturn_airflow.parallelisms.base.Parallelism")

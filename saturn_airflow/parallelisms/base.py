@@ -33,7 +33,7 @@ def resolve(path: str) -> Callable:
 
 
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the last dimension (DESIGN.md default)."""
+    """Cross-entropy over the last dimension (the workload contract's default)."""
     return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]).float(), targets.reshape(-1))
 
 
@@ -172,10 +172,6 @@ class SearchResult:
     @property
     def feasible(self) -> bool:
         return self.step_s is not None and self.reason is None
-
-
-class Infeasible(Exception):
-    """A config that cannot run for a reason known before trying (a static check)."""
 
 
 @dataclass

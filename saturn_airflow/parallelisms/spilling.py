@@ -1,9 +1,8 @@
 """`spilling`: one device runs a model bigger than its memory; parameters, gradients and optimizer
 state live in host memory and are streamed to the device one block at a time, activations recomputed.
 
-Expressed as FSDP2 at world size 1 with a CPU offload policy plus activation checkpointing
-(notes/torch.md §5): the maintained code path, prefetching included, instead of a hand-written copy
-loop. It never beats `single` where `single` fits, so the profiler only tries it when `single` fails.
+Expressed as FSDP2 at world size 1 with a CPU offload policy plus activation checkpointing: the
+maintained code path, prefetching included, instead of a hand-written copy loop. It never beats `single` where `single` fits, so the profiler only tries it when `single` fails.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
+from saturn_airflow import settings
 from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.spec.plan import Assignment, Plan, SolverInfo, check_plan, fill_after, new_plan_id, now_iso
 from saturn_airflow.spec.profile_table import ProfileTable
@@ -19,10 +20,8 @@ from saturn_airflow.planner.list_scheduler import Placement, list_schedule
 from saturn_airflow.planner.anytime import optimize
 from saturn_airflow.planner.solvers import SOLVERS
 
-DEFAULT_SOLVER = "highs"  # measured better than CBC (docs/benchmarks-planner.md, ../shared/notes/milp.md)
-DEFAULT_TIME_LIMIT = 30.0
 
-__all__ = ["plan_table", "PinnedJob", "lower_bound", "BASELINES", "SOLVERS", "DEFAULT_SOLVER", "DEFAULT_TIME_LIMIT"]
+__all__ = ["plan_table", "PinnedJob", "lower_bound", "BASELINES", "SOLVERS"]
 
 
 def _assignments(inst: Instance, placements: list[Placement]) -> list[Assignment]:
@@ -47,11 +46,14 @@ def _validate_args(solver: str, time_limit: float, baseline: Optional[str]) -> N
         raise SaturnInputError(f"unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
 
 
-def plan_table(table: ProfileTable, *, solver: str = DEFAULT_SOLVER, time_limit: float = DEFAULT_TIME_LIMIT,
+def plan_table(table: ProfileTable, *, solver: Optional[str] = None, time_limit: Optional[float] = None,
                baseline: Optional[str] = None, workload: str = "workload", parent_plan_id: Optional[str] = None,
                pinned: Optional[dict[str, PinnedJob]] = None, seed: int = 0,
                progress: Optional[Callable[[str], None]] = None) -> Plan:
-    """A valid plan for `table`: the named baseline, or the optimizer's best within `time_limit` seconds."""
+    """A valid plan for `table`: the named baseline, or the optimizer's best within `time_limit` seconds
+    (defaults: the `solver` and `time_limit` settings)."""
+    solver = settings.solver() if solver is None else solver
+    time_limit = settings.time_limit() if time_limit is None else time_limit
     _validate_args(solver, time_limit, baseline)
     t0 = time.monotonic()
     inst = build_instance(table, pinned)

@@ -81,7 +81,7 @@ def _node_makespans(inst: Instance, sol: Solution) -> dict[int, float]:
     return out
 
 
-def optimize(inst: Instance, lower_bound: float, *, solver: str = "highs", time_limit: float = 30.0,
+def optimize(inst: Instance, lower_bound: float, *, solver: str, time_limit: float,
              seed: int = 0, progress=None) -> Outcome:
     t0 = time.monotonic()
     deadline = t0 + time_limit

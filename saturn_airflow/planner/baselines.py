@@ -1,4 +1,4 @@
-"""Saturn's baselines (paper section 4.3; shared/notes/saturn.md 5.5), each a (order, options) list schedule.
+"""Saturn's baselines (Saturn paper, section 4.3), each a (order, options) list schedule.
 
 All use the profile table as an oracle: the best config for the GPU count they choose.
 - current-practice: every job alone on all GPUs of a node, its fastest config there, in input order.

@@ -1,4 +1,4 @@
-"""Lower bounds on the makespan of any valid plan (milp.md section 2.7).
+"""Lower bounds on the makespan of any valid plan (docs/benchmarks-planner.md).
 
 LB_comb is the tightest cheap bound: a job that must finish by C may have to run in a wider, less
 GPU-efficient config, so the smallest C whose forced GPU-seconds fit into G*C bounds every plan.

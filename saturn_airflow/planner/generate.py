@@ -13,7 +13,7 @@ from typing import Optional
 
 from saturn_airflow.spec.profile_table import ProfileTable
 
-TECHNIQUES = {  # scaling exponent range and minimum GPUs (milp.md section 3)
+TECHNIQUES = {  # scaling exponent range and minimum GPUs
     "ddp": ((0.80, 0.95), 1),
     "fsdp": ((0.72, 0.90), 1),
     "pipeline": ((0.55, 0.85), 2),
@@ -24,7 +24,7 @@ TECHNIQUES = {  # scaling exponent range and minimum GPUs (milp.md section 3)
 
 def synthetic(n_jobs: int, nodes: list[int] | int = 8, seed: int = 0, counts: tuple[int, ...] = (1, 2, 4, 8),
               gpu_types: Optional[list[str]] = None) -> ProfileTable:
-    """milp.md's instance family: log-normal model memory, 20 min-12 h single-GPU compute, 2-4 techniques
+    """A synthetic instance family: log-normal model memory, 20 min-12 h single-GPU compute, 2-4 techniques
     per job with their own scaling exponents; configs whose per-GPU memory exceeds one GPU are dropped (OOM)."""
     rng = random.Random(seed)
     sizes = [nodes] if isinstance(nodes, int) else list(nodes)

@@ -1,4 +1,4 @@
-"""The constructive heuristic and local search that warm-start the MILP (milp.md section 2.7, "LS").
+"""The constructive heuristic and local search that warm-start the MILP.
 
 Multi-start earliest-finish greedy (each job takes the option minimising finish + lambda * its share
 of the node's GPU-seconds, optionally capped to options no longer than a target makespan), then random

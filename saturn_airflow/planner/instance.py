@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from saturn_airflow.errors import SaturnInputError
-from saturn_airflow.spec.profile_table import ProfileTable
+from saturn_airflow.spec.profile_table import ProfileTable, undominated
 
 
 @dataclass(frozen=True)
@@ -62,18 +62,13 @@ class Instance:
 
 
 def _prune(options: list[Option]) -> list[Option]:
-    keep = []
-    by_node: dict[int, list[tuple[int, Option]]] = {}
-    for i, o in enumerate(options):
-        by_node.setdefault(o.node, []).append((i, o))
-    for i, o in enumerate(options):
-        dominated = any(
-            k != i and p.gpus <= o.gpus and p.runtime <= o.runtime and (p.gpus < o.gpus or p.runtime < o.runtime or k < i)
-            for k, p in by_node[o.node]
-        )
-        if not dominated:
-            keep.append(o)
-    return keep
+    """A job's undominated options on each node (nodes do not compete: a node's option stays even when
+    another node offers a better one), in their order."""
+    kept: set[int] = set()
+    for node in {o.node for o in options}:
+        on_node = [o for o in options if o.node == node]
+        kept.update(id(o) for o in undominated(on_node, gpus=lambda o: o.gpus, runtime=lambda o: o.runtime))
+    return [o for o in options if id(o) in kept]
 
 
 def build_instance(table: ProfileTable, pinned: Optional[dict] = None) -> Instance:

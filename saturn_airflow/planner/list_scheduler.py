@@ -3,7 +3,7 @@
 Each job, in order, starts when `gpus` GPUs of its node are free and takes, among the GPUs free by
 then, the ones that freed last (best fit), which keeps earlier-free GPUs for jobs that fit in before.
 Given a MILP's options and start order, the list start of every job is no later than its MILP start
-(milp.md section 2.6), so extraction never makes a plan worse and always yields valid ids.
+(docs/benchmarks-planner.md), so extraction never makes a plan worse and always yields valid ids.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""The time-indexed SPASE MILP in Pyomo (milp.md section 2.6: the measured best formulation), in step form.
+"""The time-indexed SPASE MILP in Pyomo (the best formulation we measured: docs/benchmarks-planner.md), in step form.
 
 S[j,o,t] = 1 when job j has started in option o (a config on a node) by slot t; it is monotone in t,
 so the job runs in slot tau when S[tau] - S[tau-d] = 1. This is the classic pulse model (z = S[t] -
 S[t-1]) after a unimodular change of variables: the same LP bound, but each capacity row holds two
 entries per option instead of d, so Pyomo builds it and HiGHS presolves it many times faster.
 Per node and slot the running jobs' GPUs fit the node; GPU ids are recovered afterwards by list
-scheduling (milp.md: any cumulative-feasible schedule has concrete ids). Runtimes are rounded to
+scheduling (any cumulative-feasible schedule has concrete ids). Runtimes are rounded to
 slots of U/N (U the warm start's makespan); the real plan always comes from `extract`.
 """
 
@@ -130,7 +130,7 @@ def build_time_indexed(inst: Instance, warm: Solution, jobs: Sequence[int], node
 
 def extract(inst: Instance, ti: TimeIndexed, base: Solution) -> Optional[Solution]:
     """The solver's options and start order, list-scheduled with real runtimes; None unless the point is
-    integral with one option per job (solvers can hand back fractional or partial points: milp.md P5)."""
+    integral with one option per job (solvers can hand back fractional or partial points)."""
     m = ti.model
     starts: dict[int, tuple[int, int]] = {}
     for j in ti.jobs:

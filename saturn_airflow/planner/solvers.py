@@ -1,6 +1,6 @@
 """Running a Pyomo model on HiGHS (appsi, in-process, warm start) or CBC (pulp's bundled 2.10.3 binary).
 
-Solver output is never trusted blindly (milp.md P5/P6): no solution is loaded unless the solver says it
+Solver output is never trusted blindly (solvers can report success with a partial or fractional point): no solution is loaded unless the solver says it
 has a feasible one, and callers re-verify integrality before using it.
 """
 
@@ -79,7 +79,7 @@ def solve_highs(model, time_limit: float) -> SolveResult:
 def solve_cbc(model, time_limit: float) -> SolveResult:
     """CBC with a hard wall-clock limit. CBC can spend minutes in preprocessing that `-sec` cannot interrupt
     (measured: 136 s on a 30 s limit), so Pyomo's `timelimit` is used, which also kills the process on
-    overrun. That loses CBC's incumbent (milp.md P4), which is acceptable here: the caller keeps its warm
+    overrun. That loses CBC's incumbent, which is acceptable here: the caller keeps its warm
     start, which CBC cannot use on this model anyway (P7)."""
     import subprocess
 

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 from saturn_airflow.spec.cluster import Cluster
 from saturn_airflow.errors import SaturnInputError
-from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable
+from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable, undominated
 from saturn_airflow.store.records import Store
 from saturn_airflow.spec.workload import JobSpec, Workload
 
@@ -468,23 +468,8 @@ def fastest_per_count(configs: list[Config]) -> list[Config]:
 
 
 def dominance_filter(configs: list[Config]) -> list[Config]:
-    """Keep a config only if no other is at least as fast on at most as many devices (one strictly).
-
-    A dominated config can be swapped for its dominator in any schedule without making it longer,
-    so dropping it never changes the optimal makespan; it only shrinks the MILP.
-    """
-    keep = []
-    for c in configs:
-        dominated = False
-        for o in configs:
-            if o is c:
-                continue
-            if o.gpus <= c.gpus and o.runtime_s <= c.runtime_s and (o.gpus < c.gpus or o.runtime_s < c.runtime_s
-                                                                    or id(o) < id(c)):
-                dominated = True
-                break
-        if not dominated:
-            keep.append(c)
+    """The undominated configs (fewer devices or faster than every other), by device count."""
+    keep = undominated(configs, gpus=lambda c: c.gpus, runtime=lambda c: c.runtime_s)
     return sorted(keep, key=lambda c: (c.gpus, c.runtime_s))
 
 

@@ -7,6 +7,8 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from saturn_airflow.errors import NotFoundError
+
 CPU_DEVICE_TYPE = "cpu"
 
 
@@ -43,7 +45,7 @@ class Cluster(BaseModel):
         for n in self.nodes:
             if n.name == name:
                 return n
-        raise KeyError(name)
+        raise NotFoundError(f"no node {name!r} in the cluster")
 
     @property
     def total_gpus(self) -> int:

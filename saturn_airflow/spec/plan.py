@@ -1,6 +1,6 @@
-"""The plan IR (DESIGN.md contract): where the planner, the stores, Airflow rendering and the UI meet.
+"""The plan IR (contract: docs/contracts.md): where the planner, the stores, Airflow rendering and the UI meet.
 
-`check_plan` implements DESIGN.md's validity rules; the planner runs it on its own output before
+`check_plan` implements the validity rules of docs/contracts.md; the planner runs it on its own output before
 returning anything, and the tests run it on every plan they see.
 """
 
@@ -11,9 +11,10 @@ import json
 import uuid
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from saturn_airflow.errors import SaturnInputError, pydantic_message
+from saturn_airflow.spec.documents import decode_json, parse_document
+from saturn_airflow.errors import InvalidPlanError, NotFoundError
 from saturn_airflow.spec.profile_table import ProfileTable
 
 TIME_TOL = 1e-6
@@ -62,7 +63,7 @@ class Plan(BaseModel):
         for a in self.assignments:
             if a.job == job:
                 return a
-        raise KeyError(job)
+        raise NotFoundError(f"no job {job!r} in plan {self.plan_id}")
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=1)
@@ -80,19 +81,11 @@ def now_iso() -> str:
 
 
 def parse_plan(data, source: str = "plan") -> Plan:
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except json.JSONDecodeError as e:
-            raise SaturnInputError(f"{source}: malformed JSON: {e.msg} at line {e.lineno} column {e.colno}")
-    try:
-        return Plan.model_validate(data)
-    except ValidationError as e:
-        raise SaturnInputError(pydantic_message(source, e)) from None
+    return parse_document(Plan, data, source, decode=decode_json)
 
 
 def fill_after(assignments: list[Assignment]) -> None:
-    """Set each assignment's `after` to the previous holders of its GPU ids (DESIGN.md rule)."""
+    """Set each assignment's `after` to the previous holders of its GPU ids (a validity rule)."""
     for a in assignments:
         prev: set[str] = set()
         for gid in a.gpu_ids:
@@ -106,7 +99,7 @@ def fill_after(assignments: list[Assignment]) -> None:
 
 
 def plan_violations(plan: Plan, table: ProfileTable) -> list[str]:
-    """Every way `plan` breaks DESIGN.md's validity rules against `table` (empty list: valid)."""
+    """Every way `plan` breaks the validity rules against `table` (empty list: valid)."""
     out: list[str] = []
     nodes = {n.name: n for n in table.cluster.nodes}
     seen: dict[str, int] = {}
@@ -166,8 +159,8 @@ def plan_violations(plan: Plan, table: ProfileTable) -> list[str]:
 
 
 def check_plan(plan: Plan, table: ProfileTable) -> Plan:
-    """Raise AssertionError listing the violations; return the plan when valid."""
+    """Raise InvalidPlanError listing the violations; return the plan when valid."""
     bad = plan_violations(plan, table)
     if bad:
-        raise AssertionError(f"invalid plan {plan.plan_id}: " + "; ".join(bad[:5]) + (f" (+{len(bad) - 5})" if len(bad) > 5 else ""))
+        raise InvalidPlanError(f"invalid plan {plan.plan_id}: " + "; ".join(bad[:5]) + (f" (+{len(bad) - 5})" if len(bad) > 5 else ""))
     return plan

@@ -1,4 +1,4 @@
-"""The profile table (DESIGN.md contract): the planner's whole input.
+"""The profile table (contract: docs/contracts.md): the planner's whole input.
 
 For every job, the configurations it can run in (parallelism, GPU count, knobs, optional GPU type)
 with the predicted wall time of the whole job in each.
@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from saturn_airflow.spec.cluster import Cluster
-from saturn_airflow.errors import SaturnInputError, pydantic_message
+from saturn_airflow.spec.documents import decode_json, parse_document, read_document
+from saturn_airflow.errors import NotFoundError
+
+
+T = TypeVar("T")
 
 
 class Config(BaseModel):
@@ -76,7 +80,7 @@ class ProfileTable(BaseModel):
         for j in self.jobs:
             if j.name == name:
                 return j
-        raise KeyError(name)
+        raise NotFoundError(f"no job {name!r} in the profile table")
 
     def feasible_configs(self, job: JobProfile, node) -> list[Config]:
         return [c for c in job.configs if c.fits(node)]
@@ -85,25 +89,20 @@ class ProfileTable(BaseModel):
         return json.dumps(self.model_dump(mode="json", exclude_none=True), indent=1)
 
 
+def undominated(items: Sequence[T], gpus: Callable[[T], int], runtime: Callable[[T], float]) -> list[T]:
+    """The items no other item beats (as fast or faster on as many GPUs or fewer, one of them strictly;
+    of exact twins the first stays), in their order. A dominated config can be swapped for its
+    dominator in any schedule without making it longer, so dropping it never changes the optimum."""
+    return [c for i, c in enumerate(items) if not any(
+        k != i and gpus(o) <= gpus(c) and runtime(o) <= runtime(c) and (gpus(o) < gpus(c) or runtime(o) < runtime(c) or k < i)
+        for k, o in enumerate(items))]
+
+
 def parse_profile_table(data: Union[dict, str], source: str = "profile table") -> ProfileTable:
     """Validate a profile table from a dict or JSON text; SaturnInputError with one line on any problem."""
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except json.JSONDecodeError as e:
-            raise SaturnInputError(f"{source}: malformed JSON: {e.msg} at line {e.lineno} column {e.colno}")
-    if not isinstance(data, dict):
-        raise SaturnInputError(f"{source}: expected a JSON object with 'cluster' and 'jobs', got {type(data).__name__}")
-    try:
-        return ProfileTable.model_validate(data)
-    except ValidationError as e:
-        raise SaturnInputError(pydantic_message(source, e)) from None
+    return parse_document(ProfileTable, data, source, decode=decode_json,
+                          expects="a JSON object with 'cluster' and 'jobs'")
 
 
 def load_profile_table(path: Union[str, Path]) -> ProfileTable:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SaturnInputError(f"{path}: cannot read: {e.strerror}")
-    return parse_profile_table(text, source=str(path))
+    return parse_profile_table(*read_document(path))

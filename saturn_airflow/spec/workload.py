@@ -1,4 +1,4 @@
-"""The workload (DESIGN.md contract): what a user writes in YAML, loaded, validated and grid-expanded.
+"""The workload (contract: docs/contracts.md): what a user writes in YAML, loaded, validated and grid-expanded.
 
 Validation never imports torch or the user's factories; it checks shapes, names and references
 that can be checked statically, so a bad workload fails in milliseconds with one line.
@@ -8,30 +8,25 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 import re
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from saturn_airflow.spec.cluster import Cluster, local_cluster
-from saturn_airflow.errors import SaturnInputError, pydantic_message
+from saturn_airflow.spec.documents import decode_yaml, parse_document, read_document
+from saturn_airflow.errors import NotFoundError, pydantic_message
 
-PARALLELISM_GROUP = "saturn_airflow.parallelisms"
-BUILTIN_PARALLELISMS = ("single", "ddp", "fsdp", "pipeline", "spilling")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def registered_parallelism_names() -> list[str]:
-    """Names in the `saturn_airflow.parallelisms` entry-point group (built-ins if not installed)."""
-    names = {ep.name for ep in entry_points(group=PARALLELISM_GROUP)} or set(BUILTIN_PARALLELISMS)
-    # runtime registrations (saturn_airflow.parallelisms.register): "name=module:Class,..."
-    names |= {i.partition("=")[0].strip() for i in os.environ.get("SATURN_PARALLELISMS", "").split(",") if "=" in i}
-    return sorted(names)
+    """Every registered parallelism's name (the registry imports no torch)."""
+    from saturn_airflow.parallelisms import registry
+
+    return sorted(registry())
 
 
 class OptimizerSpec(BaseModel):
@@ -132,7 +127,7 @@ class Workload(BaseModel):
         for j in self.jobs:
             if j.name == name:
                 return j
-        raise KeyError(name)
+        raise NotFoundError(f"no job {name!r} in workload {self.name!r}")
 
     def parallelisms_for(self, job: JobSpec) -> list[str]:
         return list(job.parallelisms or self.parallelisms)
@@ -183,25 +178,8 @@ def expand_grid(jobs: list[JobSpec], grid: dict[str, list[Any]]) -> list[JobSpec
 
 
 def parse_workload(data: Union[dict, str], source: str = "workload") -> Workload:
-    if isinstance(data, str):
-        try:
-            data = yaml.safe_load(data)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-            raise SaturnInputError(f"{source}: malformed YAML{where}: {getattr(e, 'problem', None) or e}")
-    if not isinstance(data, dict):
-        raise SaturnInputError(f"{source}: expected a mapping with 'name' and 'jobs', got {type(data).__name__}")
-    try:
-        return Workload.model_validate(data)
-    except ValidationError as e:
-        raise SaturnInputError(pydantic_message(source, e)) from None
+    return parse_document(Workload, data, source, decode=decode_yaml, expects="a mapping with 'name' and 'jobs'")
 
 
 def load_workload(path: Union[str, Path]) -> Workload:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SaturnInputError(f"{path}: cannot read: {e.strerror}")
-    return parse_workload(text, source=str(path))
+    return parse_workload(*read_document(path))

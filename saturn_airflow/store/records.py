@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional
 import fsspec
 
 from saturn_airflow import settings
-from saturn_airflow.errors import SaturnInputError
+from saturn_airflow.errors import NotFoundError, SaturnInputError
 from saturn_airflow.spec.plan import Plan, parse_plan
 from saturn_airflow.store import database, keys
 
@@ -209,7 +209,7 @@ class PlanStore:
     def get(self, plan_id: str) -> Plan:
         data = self.store.read_json(keys.plan(plan_id))
         if data is None:
-            raise KeyError(f"no plan {plan_id!r} in {self.store.url}")
+            raise NotFoundError(f"no plan {plan_id!r} in {self.store.url}")
         return parse_plan(data, source=f"plan {plan_id}")
 
     def ids(self) -> list[str]:
@@ -258,6 +258,14 @@ class ProgressStore:
 
     def get(self, workload: str, job: str) -> Optional[dict]:
         return self.store.read_json(keys.progress(workload, job))
+
+    def mark_failed(self, workload: str, job: str, *, plan_id: str, message: str, **fields: Any) -> None:
+        """Record that a job's attempt failed where the runner could not say so itself (killed, or failed
+        before it started), so the drift watch counts the job as finished instead of waiting forever."""
+        now = time.time()
+        rec = self.get(workload, job) or {}
+        self.put(workload, job, {**rec, **fields, "plan_id": plan_id, "state": "failed", "updated_at": now,
+                                 "finished_at": now, "error": message[:500]})
 
     def all(self, workload: str) -> dict[str, dict]:
         return self.store.read_all(keys.progress_dir(workload))

@@ -62,7 +62,7 @@ class TaskSpec:
 def task_specs(plan: Plan, pool_prefix: str | None = None) -> list[TaskSpec]:
     """One spec per job: pool = its node's pool, pool_slots = its GPUs, queue = its node,
     priority_weight from the schedule order (earliest start first), upstream = the plan's `after`."""
-    prefix = settings.get("pool_prefix") if pool_prefix is None else pool_prefix
+    prefix = settings.pool_prefix() if pool_prefix is None else pool_prefix
     kept = set((plan.model_extra or {}).get("kept") or [])
     order = sorted(plan.assignments, key=lambda a: (a.start_s, a.end_s, a.job))
     n = len(order)

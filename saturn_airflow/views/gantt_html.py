@@ -234,7 +234,7 @@ def store_context(store: Any, plans: list[Plan]) -> tuple[Any, Optional[float]]:
         return None, None
     root = plans[0]
     try:
-        from saturn_airflow.tasks.orchestrate import plan_table_of
+        from saturn_airflow.tasks.planning import plan_table_of
 
         table = plan_table_of(store, root)
     except Exception:  # noqa: BLE001 - a missing or unreadable table only costs the extras

@@ -76,7 +76,7 @@ def test_recent_rates_override_the_average():
 
 
 def test_rate_window_follows_a_slowdown():
-    from saturn_airflow.tasks.orchestrate import RateWindow
+    from saturn_airflow.tasks.drift import RateWindow
 
     w = RateWindow(window_s=30)
     step = 0
@@ -88,7 +88,7 @@ def test_rate_window_follows_a_slowdown():
 
 
 def test_thresholds_double_with_each_replan_in_the_lineage():
-    from saturn_airflow.tasks.orchestrate import drift_settings
+    from saturn_airflow.tasks.drift import drift_settings
 
     p = plan2()
     data = p.model_dump(mode="json")

@@ -1,7 +1,6 @@
 """Re-plan: remaining work only, observed rates, keep-vs-preempt by expected gain, one winner per plan."""
 
 import threading
-import time
 
 from saturn_airflow.control import replan
 from saturn_airflow.spec.plan import check_plan

@@ -1,13 +1,11 @@
 """Rendering: one DAG per plan version, pools/queues/priorities/edges from the plan, fast, no torch."""
 
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from saturn_airflow.tasks.render import DRIFT_TASK, REPLAN_TASK, dag_id, synthetic_plan, task_specs
 from saturn_airflow.store.records import PlanStore, Store

@@ -27,7 +27,7 @@ from airflow_harness import AirflowHarness  # noqa: E402
 
 from saturn_airflow.execution import leases
 
-from saturn_airflow.tasks import orchestrate
+from saturn_airflow.tasks import events as job_events
 from saturn_airflow.store.records import PlanStore, Store  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -153,7 +153,7 @@ def max_concurrent_slots(tis: list[dict], pool: str) -> int:
 
 
 def done_once(af, name: str, jobs: set[str]) -> None:
-    ev = orchestrate.events(Store(af.saturn_home), name)
+    ev = job_events.events(Store(af.saturn_home), name)
     ends = [e for e in ev if e["event"] == "end"]
     done = [e["job"] for e in ends if e["status"] == "done"]
     assert sorted(done) == sorted(jobs), f"jobs finished: {done}"

@@ -42,7 +42,7 @@ from saturn_airflow.execution import leases  # noqa: E402
 from saturn_airflow.execution.checkpoint import read_latest  # noqa: E402
 from saturn_airflow.store import keys  # noqa: E402
 from saturn_airflow.store.records import PlanStore, ProgressStore, Store  # noqa: E402
-from saturn_airflow.tasks import orchestrate  # noqa: E402
+from saturn_airflow.tasks import events as job_events  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -77,7 +77,7 @@ def _missing() -> list[str]:
 class ClusterApi(AirflowHarness):
     """The harness's REST helpers pointed at the cluster's api-server (processes are the cluster's)."""
 
-    def __init__(self, cluster):  # noqa: super().__init__ would make a LocalExecutor home
+    def __init__(self, cluster):  # no super().__init__(): that would make a LocalExecutor home
         self.cluster, self.port, self.home = cluster, cluster.port, cluster.airflow_home
         self._token, self._token_at = None, 0.0
         self.procs = {}
@@ -219,7 +219,7 @@ def test_two_nodes_move_a_slowed_job_and_survive_a_killed_worker(cluster, tmp_pa
     dag2 = f"saturn_run__{v2.plan_id}"
     run2 = api.wait_first_run(dag2, timeout_s=240)
     preempted_at = wait_for("v1's task of the slowed job to stop", lambda: next(
-        (e for e in orchestrate.events(store, name) if e["event"] == "end" and e["job"] == slow_job
+        (e for e in job_events.events(store, name) if e["event"] == "end" and e["job"] == slow_job
          and e["plan_id"] == v1.plan_id), None), 300)
     assert preempted_at["status"] == "preempted", preempted_at
     ck_root = keys.checkpoint_dir(cluster.checkpoint_url, name, slow_job)
@@ -278,7 +278,7 @@ def test_two_nodes_move_a_slowed_job_and_survive_a_killed_worker(cluster, tmp_pa
                 assert e["key"].split("/")[1] == node
     assert leases.overlaps(hist) == [], leases.overlaps(hist)
     assert any(e["event"] == "broken" and e["key"] == f"job/{name}/{slow_job}" for e in hist)  # the dead holder's
-    done = [e["job"] for e in orchestrate.events(store, name) if e["event"] == "end" and e["status"] == "done"]
+    done = [e["job"] for e in job_events.events(store, name) if e["event"] == "end" and e["status"] == "done"]
     assert sorted(done) == sorted([slow_job, other_job]), done
     assert (progress.get(name, slow_job) or {})["state"] == "done"
     print(f"\ncelery 2-node: planning {timings['planning']:.0f} s; slowdown -> re-plan {timings['slow_to_replan']:.0f} s "

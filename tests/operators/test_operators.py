@@ -15,7 +15,10 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, T
 
 from saturn_airflow.execution import leases
 
-from saturn_airflow.tasks import orchestrate
+from saturn_airflow.tasks import drift as drift_steps
+from saturn_airflow.tasks import events as job_events
+from saturn_airflow.tasks import planning as planning_steps
+from saturn_airflow.tasks import pools
 from saturn_airflow.spec.plan import Plan
 from saturn_airflow.tasks.render import synthetic_plan
 from saturn_airflow.store.records import PlanStore, ProgressStore, Store
@@ -80,7 +83,7 @@ jobs: [{name: a, model: saturn_airflow.examples.models:gpt, data: saturn_airflow
 """)
     out = SaturnValidateOperator(task_id="validate", workload=str(wl)).execute(ctx())
     assert [n["name"] for n in out["nodes"]] == ["n0", "n1"] and out["replan_of"] is None
-    assert orchestrate.pool_specs(out["nodes"])[1] == {
+    assert pools.pool_specs(out["nodes"])[1] == {
         "name": "saturn_n1", "slots": 4, "description": "saturn: GPUs of node n1 (4 x a100)", "include_deferred": False}
 
 
@@ -92,7 +95,7 @@ def test_publish_is_idempotent_and_supersedes(store):
     table = parse_profile_table({"cluster": {"nodes": [{"name": "local", "gpus": 2}]},
                                  "jobs": [{"name": a.job, "configs": [{"parallelism": a.parallelism, "gpus": a.gpus,
                                                                        "runtime_s": a.runtime_s}]} for a in p.assignments]})
-    orchestrate.stage(store, p, table)
+    planning_steps.stage(store, p, table)
     op = SaturnPublishOperator(task_id="publish")
     out = op.execute(ctx({"solve": "w-v1"}))
     assert out["dag_id"] == "saturn_run__w-v1"
@@ -139,7 +142,7 @@ def test_trains_on_the_plan_devices_then_never_again(store, fake_runner):
     assert again == {"job": a.job, "status": "done", "ran": False} and len(fake_runner) == 1
     hist = leases.history(store)
     assert {e["key"] for e in hist} == {f"job/w/{a.job}"} | {f"device/local/{g}" for g in a.gpu_ids}
-    assert [e["event"] for e in orchestrate.events(store, "w")] == ["start", "end"]
+    assert [e["event"] for e in job_events.events(store, "w")] == ["start", "end"]
 
 
 def test_unstarted_task_of_a_superseded_plan_skips(store, fake_runner):
@@ -214,9 +217,9 @@ def test_trigger_fires_drift_for_a_late_plan(store):
     t0 = time.time() - 10
     ProgressStore(store).put("w", a.job, {"plan_id": p.plan_id, "state": "running", "step": 1, "total": 1000,
                                           "rate_steps_per_s": 0.1, "started_at": t0, "updated_at": t0 + 9})
-    ev = orchestrate.drift_step(store.url, p.plan_id, t0)
+    ev = drift_steps.drift_step(store.url, p.plan_id, t0)
     assert ev["kind"] == "drift" and "later than the planned" in ev["reason"]
-    conf = orchestrate.replan_conf(ev)
+    conf = drift_steps.replan_conf(ev)
     assert conf["replan_of"] == p.plan_id and a.job in conf["drift"]["running"]
     assert conf["drift"]["samples"][a.job][1] == 1 and conf["drift"]["rates"] == {a.job: 0.1}
     import json
@@ -254,5 +257,5 @@ def test_last_failed_attempt_is_recorded_so_the_watch_can_end(store, fake_runner
         held.release()
     rec = ProgressStore(store).get("w", job)
     assert rec["state"] == "failed" and "LeaseTimeout" in rec["error"]
-    ev = orchestrate.drift_step(store.url, p.plan_id, time.time())
+    ev = drift_steps.drift_step(store.url, p.plan_id, time.time())
     assert ev is None or ev["kind"] != "drift"

@@ -7,7 +7,7 @@ import time
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from saturn_airflow.tasks import orchestrate
+from saturn_airflow.tasks import events as job_events
 from saturn_airflow.spec.plan import Assignment, Plan, SolverInfo
 from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
@@ -74,5 +74,5 @@ def test_preempt_then_resume_from_checkpoint(tmp_path, monkeypatch):
     final = prog.get("op-real", "lm")
     assert final["state"] == "done" and final["plan_id"] == "op-real-v2"
     assert final.get("start_step", 0) >= stopped["step"] - 1  # resumed, not restarted from 0
-    ends = [(e["plan_id"], e["status"]) for e in orchestrate.events(store, "op-real") if e["event"] == "end"]
+    ends = [(e["plan_id"], e["status"]) for e in job_events.events(store, "op-real") if e["event"] == "end"]
     assert ends == [("op-real-v1", "preempted"), ("op-real-v2", "done")]

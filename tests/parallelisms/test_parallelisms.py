@@ -123,3 +123,13 @@ def test_user_parallelism_registers_and_trains(tmp_path, reference, monkeypatch)
                   timeout_s=180)
     assert res.status == "done", res.message
     assert read_losses(losses) == pytest.approx(reference, abs=2e-5)
+
+
+def test_builtin_list_matches_the_entry_points_pyproject_declares():
+    import tomllib
+    from pathlib import Path
+
+    from saturn_airflow.parallelisms import BUILTIN, PARALLELISM_GROUP
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["entry-points"][PARALLELISM_GROUP] == BUILTIN

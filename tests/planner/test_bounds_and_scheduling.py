@@ -9,13 +9,13 @@ import pytest
 
 from saturn_airflow.planner.bounds import instance_lower_bound, lb_area, lb_comb, lb_length, lb_wide
 from saturn_airflow.planner.generate import adaptdl, saturn_runtime, saturn_shaped, synthetic
-from saturn_airflow.planner.heuristics import heuristic, scored
+from saturn_airflow.planner.heuristics import heuristic
 from saturn_airflow.planner.instance import build_instance
 from saturn_airflow.planner.list_scheduler import list_schedule, makespan
 from saturn_airflow.planner.milp import build_time_indexed, extract
 from saturn_airflow.spec.profile_table import ProfileTable
 
-ADAPTDL = Path("/work/shared/data/external/adaptdl-osdi21")
+ADAPTDL = Path(__file__).resolve().parents[1] / "data" / "adaptdl-osdi21"
 
 
 def _random_solution(inst, rng):
