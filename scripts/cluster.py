@@ -112,6 +112,7 @@ class Postgres:
         self.data = os.path.join(self.folder, "data")
         self.sock = os.path.join(self.folder, "sock")
         self.pid: Optional[int] = None
+        self._own_folder: Optional[str] = None  # a /tmp folder made because `folder` was out of reach
 
     def _as_postgres(self, cmd: list[str]) -> list[str]:
         return ["runuser", "-u", "postgres", "--"] + cmd if os.geteuid() == 0 else cmd
@@ -125,7 +126,7 @@ class Postgres:
             os.chown(self.folder, pw.pw_uid, pw.pw_gid)
             if subprocess.run(self._as_postgres(["test", "-w", self.folder])).returncode != 0:
                 # a parent folder the postgres user cannot enter (e.g. a 0700 temp dir): use /tmp
-                self.folder = tempfile.mkdtemp(prefix="saturn-pg-", dir="/tmp")
+                self.folder = self._own_folder = tempfile.mkdtemp(prefix="saturn-pg-", dir="/tmp")
                 self.data, self.sock = os.path.join(self.folder, "data"), os.path.join(self.folder, "sock")
                 os.makedirs(self.sock, exist_ok=True)
             os.makedirs(self.data, exist_ok=True)
@@ -166,6 +167,8 @@ class Postgres:
             os.kill(self.pid, signal.SIGINT)  # fast shutdown
             if wait_gone([self.pid], 30):
                 kill_tree(self.pid, signal.SIGKILL)
+        if self._own_folder:
+            shutil.rmtree(self._own_folder, ignore_errors=True)
 
 
 class Cluster:
