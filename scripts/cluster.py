@@ -253,6 +253,11 @@ class Cluster:
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
             "AIRFLOW__TRIGGERER__CAPACITY": "50",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # every Celery task parses its DAG file afresh; on a loaded machine that can pass the 30 s default
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
+            "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "300",
+            # ...and a loaded api-server answers a task's state change in more than the 5 s default
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
             "PYTHONUNBUFFERED": "1",
             # saturn: records in PostgreSQL, checkpoints in the shared folder (through fsspec), one
             # queue per node
