@@ -27,6 +27,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -74,6 +75,10 @@ def _missing() -> list[str]:
     return out
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 class ClusterApi(AirflowHarness):
     """The harness's REST helpers pointed at the cluster's api-server (processes are the cluster's)."""
 
@@ -94,6 +99,8 @@ def cluster():
             pytest.fail(f"the two-node e2e needs {missing}: run scripts/setup-cluster.sh")
         pytest.skip(f"needs {missing} (scripts/setup-cluster.sh)")
     mod = _cluster_module()
+    # a SIGTERM (CI cancelling, a timeout) must still stop the cluster: make it unwind like Ctrl-C
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     home = tempfile.mkdtemp(prefix="saturn-celery-e2e-", dir="/tmp")
     os.chmod(home, 0o755)  # the postgres user must reach its data folder inside
     c = mod.Cluster(home, {"node0": [0], "node1": [1]}, parallelism=16, extra_env={
@@ -113,12 +120,16 @@ def cluster():
         for name in ("scheduler", "api-server", "worker-node0", "worker-default"):
             print(f"--- {name}\n{c.log_tail(name, 2000)}")
         c.stop()
+        signal.signal(signal.SIGTERM, previous)
         raise
     print(f"\ncluster up in {time.time() - t0:.0f} s (PostgreSQL + Redis {t_services:.0f} s) at {c.url}, "
           f"home {home}, pids {c.pids}")
-    yield c
-    pids = list(c.pids.values())
-    c.stop()
+    try:
+        yield c
+    finally:
+        pids = list(c.pids.values())
+        c.stop()
+        signal.signal(signal.SIGTERM, previous)
     left = [p for p in pids if mod.alive(p)]
     assert not left, f"still running after stop: {left}"
     if not os.environ.get("SATURN_E2E_KEEP_HOME"):
