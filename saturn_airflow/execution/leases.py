@@ -108,7 +108,7 @@ def _record(row, now: float) -> dict:
 
 def holder(store: Store, key: str) -> Optional[dict]:
     """The current lease record of `key` (with `expired` on the database's clock), or None."""
-    sa = database._sa()
+    sa = database.sqlalchemy()
     t = database.tables()["leases"]
     with store.connection() as conn:
         row = conn.execute(sa.select(t).where(t.c.key == key)).first()
@@ -117,7 +117,7 @@ def holder(store: Store, key: str) -> Optional[dict]:
 
 def holders(store: Store, prefix: str = "") -> list[dict]:
     """Every lease record whose key starts with `prefix`."""
-    sa = database._sa()
+    sa = database.sqlalchemy()
     t = database.tables()["leases"]
     with store.connection() as conn:
         q = sa.select(t).order_by(t.c.key)
@@ -147,7 +147,7 @@ class Leases:
 
     def heartbeat(self) -> bool:
         """Renew every key now; False (and `lost` set) when one is no longer ours."""
-        sa = database._sa()
+        sa = database.sqlalchemy()
         t = database.tables()["leases"]
         with self.store.begin() as conn:
             now = database.now(conn)
@@ -196,7 +196,7 @@ def _log(store: Store, conn, event: str, key: str, token: str, owner: dict, at: 
 def _try_all(store: Store, keys_: list[str], token: str, owner: dict, ttl_s: float,
              log: Callable[[str], None]) -> None:
     """One transaction: take every key (inserting, or taking over an expired lease) or raise _Blocked."""
-    sa = database._sa()
+    sa = database.sqlalchemy()
     t = database.tables()["leases"]
     pid = os.getpid()
     with store.begin() as conn:
@@ -231,7 +231,7 @@ def _try_all(store: Store, keys_: list[str], token: str, owner: dict, ttl_s: flo
 
 
 def _release(store: Store, keys_: list[str], token: str, owner: dict) -> None:
-    sa = database._sa()
+    sa = database.sqlalchemy()
     t = database.tables()["leases"]
     with store.begin() as conn:
         now = database.now(conn)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from saturn_airflow.errors import SaturnInputError
 
@@ -30,17 +30,18 @@ _schema_ready: set[str] = set()
 _tables: dict[str, Any] = {}
 
 
-def _sa():
-    import sqlalchemy
+def sqlalchemy():
+    """SQLAlchemy, imported on first use (the engine's light modules never pay for it at import)."""
+    import sqlalchemy as sa
 
-    return sqlalchemy
+    return sa
 
 
 def tables() -> dict[str, Any]:
     """The schema (built once per process; SQLAlchemy is imported only when a store is used)."""
     if _tables:
         return _tables
-    sa = _sa()
+    sa = sqlalchemy()
     md = sa.MetaData()
     _tables["metadata"] = md
     _tables["documents"] = sa.Table(
@@ -89,13 +90,13 @@ def normalize_url(url: str) -> str:
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     try:
-        return _sa().engine.make_url(url).render_as_string(hide_password=True)
+        return sqlalchemy().engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - a message helper never raises
         return url.split("@")[-1]
 
 
 def _make_engine(url: str):
-    sa = _sa()
+    sa = sqlalchemy()
     try:
         parsed = sa.engine.make_url(url)
     except Exception as e:  # noqa: BLE001
@@ -141,7 +142,7 @@ def engine_for(url: str):
 
 
 def _create_schema(engine, url: str) -> None:
-    sa = _sa()
+    sa = sqlalchemy()
     md = tables()["metadata"]
     for attempt in range(3):  # two processes creating the tables at once: the loser retries and finds them
         try:
@@ -175,7 +176,7 @@ def read_options() -> dict:
 
 def now(conn) -> float:
     """Epoch seconds on the database's clock (one clock for every host's lease decisions)."""
-    sa = _sa()
+    sa = sqlalchemy()
     if conn.dialect.name == "sqlite":
         return float(conn.execute(sa.text("SELECT (julianday('now') - 2440587.5) * 86400.0")).scalar())
     if conn.dialect.name == "postgresql":
@@ -206,15 +207,9 @@ def upsert(conn, table, values: dict, update: dict) -> None:
 
 def prefix_range(column, prefix: str):
     """`column` starts with `prefix` as an index range (no LIKE: names may contain '_' or '%')."""
-    sa = _sa()
+    sa = sqlalchemy()
     upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     return sa.and_(column >= prefix, column < upper)
-
-
-def sqlite_path(url: str) -> Optional[str]:
-    if not url.startswith("sqlite:///"):
-        return None
-    return url[len("sqlite:///"):]
 
 
 def dispose(url: str) -> None:

@@ -127,27 +127,27 @@ class Store:
                                                  "updated_at": now})
 
     def read_json(self, rel: str, default: Any = None, conn=None) -> Any:
-        sa = database._sa()
+        sa = database.sqlalchemy()
         t = database.tables()["documents"]
         with self.connection(conn) as c:
             body = c.execute(sa.select(t.c.body).where(t.c.key == _key(rel))).scalar()
         return default if body is None else json.loads(body)
 
     def exists(self, rel: str) -> bool:
-        sa = database._sa()
+        sa = database.sqlalchemy()
         t = database.tables()["documents"]
         with self.connection() as c:
             return c.execute(sa.select(t.c.key).where(t.c.key == _key(rel))).first() is not None
 
     def delete(self, rel: str, conn=None) -> bool:
-        sa = database._sa()
+        sa = database.sqlalchemy()
         t = database.tables()["documents"]
         with self.connection(conn, write=True) as c:
             return c.execute(sa.delete(t).where(t.c.key == _key(rel))).rowcount > 0
 
     def read_all(self, rel_dir: str) -> dict[str, Any]:
         """name -> body of every document directly under `rel_dir`, sorted by name."""
-        sa = database._sa()
+        sa = database.sqlalchemy()
         t = database.tables()["documents"]
         prefix = _key(rel_dir) + "/"
         with self.connection() as c:
@@ -162,7 +162,7 @@ class Store:
 
     def list(self, rel_dir: str, suffix: str = ".json") -> list[str]:
         """Names of the documents directly under `rel_dir`, sorted (`suffix` is accepted for old callers)."""
-        sa = database._sa()
+        sa = database.sqlalchemy()
         t = database.tables()["documents"]
         prefix = _key(rel_dir) + "/"
         with self.connection() as c:
@@ -184,7 +184,7 @@ class Store:
 
     def read_log(self, stream: str, after_seq: int = 0) -> list[dict]:
         """Every record of `stream` in append order, each with its `t` and `seq`."""
-        sa = database._sa()
+        sa = database.sqlalchemy()
         t = database.tables()["log"]
         with self.connection() as c:
             rows = c.execute(sa.select(t.c.seq, t.c.t, t.c.body).where(t.c.stream == stream, t.c.seq > after_seq)

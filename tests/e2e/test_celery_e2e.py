@@ -296,8 +296,8 @@ def test_two_nodes_move_a_slowed_job_and_survive_a_killed_worker(cluster, tmp_pa
     assert sorted(done) == sorted([slow_job, other_job]), done
     assert (progress.get(name, slow_job) or {})["state"] == "done"
     print(f"\ncelery 2-node: planning {timings['planning']:.0f} s; slowdown -> re-plan {timings['slow_to_replan']:.0f} s "
-          f"({extra['replan']['option']}); {slow_job} preempted at step {step_preempted} on node0, resumed there on "
-          f"node1; killed node1's worker ({len(killed)} processes) at step {last_step}, resumed at {resume_step} "
+          f"({extra['replan']['option']}); {slow_job} preempted at step {step_preempted} on node0 and resumed at that "
+          f"step on node1; killed node1's worker ({len(killed)} processes) at step {last_step}, resumed at {resume_step} "
           f"(lost {lost_steps} steps, {lost_s:.1f} s of work, rate {rate:.1f} steps/s, checkpoint every "
           f"{CKPT_EVERY_S:.0f} s); kill -> done {timings['kill_to_done']:.0f} s; worker restart {timings['worker_restart']:.0f} s")
     Path(cluster.home, "timings.json").write_text(json.dumps({**timings, "lost_steps": lost_steps, "lost_s": lost_s}))

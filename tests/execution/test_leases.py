@@ -56,7 +56,7 @@ class _Foreign:
 
     @staticmethod
     def forge(store, key, ttl_s):
-        sa = database._sa()
+        sa = database.sqlalchemy()
         t = database.tables()["leases"]
         with store.begin() as conn:
             conn.execute(sa.update(t).where(t.c.key == key).values(holder="elsewhere/0/0", pid=1, ttl_s=ttl_s))
