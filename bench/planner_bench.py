@@ -114,6 +114,38 @@ def markdown(rows: list[dict], quick: bool, elapsed: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def exact_sizes(seeds: int = 5, cap_s: float = 20.0) -> str:
+    """How long the exact search takes to prove optimality, by job count and node size: random one-node
+    tables of milp.md's family (every job distinct, 2-4 techniques, counts 1/2/3/4/6/8: up to 6 configs)."""
+    import statistics
+
+    from saturn_airflow.planner.bounds import instance_lower_bound
+    from saturn_airflow.planner.exact import solve_exact
+    from saturn_airflow.planner.heuristics import heuristic
+    from saturn_airflow.planner.instance import build_instance
+
+    lines = ["| jobs | GPUs | proven within " + f"{cap_s:.0f} s | median s | max s | median nodes |", "|---|---|---|---|---|---|"]
+    for n in (4, 5, 6, 7, 8, 9, 10, 12):
+        for g in (2, 4, 8):
+            times, nodes, proven = [], [], 0
+            for seed in range(seeds):
+                t = synthetic(n, g, seed=seed, counts=tuple(c for c in (1, 2, 3, 4, 6, 8) if c <= g))
+                inst = build_instance(t)
+                lb = instance_lower_bound(inst)
+                t0 = time.monotonic()
+                warm = heuristic(inst, lb, seed=seed, budget_s=0.05)
+                r = solve_exact(inst, warm, time_limit=cap_s, node_budget=10**9, lower_bound=lb)
+                took = time.monotonic() - t0
+                proven += r.proven
+                times.append(took if r.proven else float("inf"))
+                nodes.append(r.nodes)
+            fin = [x for x in times if x < float("inf")]
+            lines.append(f"| {n} | {g} | {proven}/{seeds} | {statistics.median(times):.2f} | "
+                         f"{max(fin) if fin else float('nan'):.2f} | {int(statistics.median(nodes))} |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -121,7 +153,11 @@ def main() -> int:
     ap.add_argument("--only", help="run instances whose name contains this")
     ap.add_argument("--write", help="write the markdown table here")
     ap.add_argument("--json", help="write raw rows here")
+    ap.add_argument("--exact-sizes", action="store_true", help="only: time to proven optimality by size")
     args = ap.parse_args()
+    if args.exact_sizes:
+        print(exact_sizes())
+        return 0
     t0 = time.monotonic()
     rows = run(args.quick, args.solvers.split(","), args.only)
     md = markdown(rows, args.quick, time.monotonic() - t0)

@@ -50,7 +50,14 @@ def main() -> int:
     ap.add_argument("--jobs", nargs="*", default=None, help="only these jobs")
     ap.add_argument("--every-config", action="store_true",
                     help="also run the first job of each profile under every other config of its table row")
+    ap.add_argument("--strategy", choices=("guided", "full"), default=None,
+                    help="profiling strategy (default: the profile_strategy setting)")
+    ap.add_argument("--precision", type=float, default=None,
+                    help="stop timing a trial once its step time is known to this fraction (0: always measure_s)")
     args = ap.parse_args()
+    prof_kw = {"strategy": args.strategy}
+    if args.precision is not None:
+        prof_kw["precision"] = args.precision
     wl = load_workload(args.workload)
     devices = available_devices()
     store_dir = args.store or tempfile.mkdtemp(prefix="saturn-bench-")
@@ -59,11 +66,12 @@ def main() -> int:
     print(f"# {wl.name}: {len(wl.jobs)} jobs on devices {devices}, store {store_dir}, load {load0}", flush=True)
 
     t = time.time()
-    table = profile_workload(wl, store=store, devices=devices, jobs=args.jobs, progress=lambda s: print(s, flush=True))
+    table = profile_workload(wl, store=store, devices=devices, jobs=args.jobs, progress=lambda s: print(s, flush=True),
+                             **prof_kw)
     cold_s = time.time() - t
     cold = table.profile_stats
     t = time.time()
-    warm = profile_workload(wl, store=store, devices=devices, jobs=args.jobs).profile_stats
+    warm = profile_workload(wl, store=store, devices=devices, jobs=args.jobs, **prof_kw).profile_stats
     warm_s = time.time() - t
     naive = naive_trials(wl, len(devices))
     print(f"profile cold {cold_s:.1f}s ({cold['trials_run']} trials, {cold['launches']} launches), "
@@ -109,10 +117,12 @@ def main() -> int:
     out = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}", "load_avg_start": load0,
-        "load_avg_end": os.getloadavg(), "devices": devices,
+        "load_avg_end": os.getloadavg(), "devices": devices, "strategy": table.profile_stats.get("strategy"),
+        "precision": args.precision,
         "profile": {"cold_s": round(cold_s, 1), "warm_s": round(warm_s, 1), "share_of_sweep": round(cold_s / (cold_s + train_s), 3),
                     "naive_trials": naive, "trials_run": cold["trials_run"], "confirm_trials": cold.get("confirm_trials", 0), "launches": cold["launches"],
                     "deduplicated_jobs": cold["deduplicated_jobs"], "pruned_oom": cold["pruned_oom"],
+                    "skipped_by_bound": cold.get("skipped_by_bound", 0),
                     "pruned_dominated": cold["pruned_dominated"], "static_infeasible": cold["static_infeasible"],
                     "warm_trials_run": warm["trials_run"], "warm_cache_hits": warm["cache_hits"],
                     "trial_device_s": round(cold["trial_device_s"], 1), "trials": cold["trials"]},

@@ -2,7 +2,8 @@
 
 Per job one training task (pool = its node's pool, pool_slots = its GPUs, queue = its node,
 priority_weight from the schedule order, upstream = the plan's `after` with trigger_rule all_done),
-plus the deferrable drift sensor and the re-plan trigger. A published plan's DAG starts by itself:
+plus the deferrable drift sensor, the re-plan trigger and the plan's result task (after every
+training task; it fails the run, naming the job and the reason, when a job failed for good). A published plan's DAG starts by itself:
 schedule "@once", start_date in the past, not paused on creation. Rendering reads plan JSON only
 (no torch, no solving) and depends on nothing but the immutable plan, so a running DAG never changes.
 """
@@ -16,9 +17,9 @@ from airflow.sdk import DAG
 
 from saturn_airflow import settings
 from saturn_airflow.operators.drift import SaturnDriftSensor, SaturnReplanTriggerOperator
-from saturn_airflow.operators.training import SaturnTrainOperator
+from saturn_airflow.operators.training import SaturnPlanResultOperator, SaturnTrainOperator
 from saturn_airflow.spec.plan import Plan
-from saturn_airflow.tasks.render import DRIFT_TASK, REPLAN_TASK, dag_id, doc_md, newest, task_specs
+from saturn_airflow.tasks.render import DRIFT_TASK, REPLAN_TASK, RESULT_TASK, dag_id, doc_md, newest, task_specs
 from saturn_airflow.store.records import PlanStore, Store
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def render(plan: Plan, store_url: str | None = None) -> DAG:
         for s in specs:
             for up in s.upstream:
                 tasks[up] >> tasks[s.task_id]
+        list(tasks.values()) >> SaturnPlanResultOperator(task_id=RESULT_TASK, plan_id=plan.plan_id, store_url=store_url,
+                                                         retries=0)
         watch = SaturnDriftSensor(task_id=DRIFT_TASK, plan_id=plan.plan_id, store_url=store_url, retries=2)
         watch >> SaturnReplanTriggerOperator(task_id=REPLAN_TASK, plan_id=plan.plan_id)
     return dag

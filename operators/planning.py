@@ -230,10 +230,10 @@ class SaturnSolveOperator(BaseOperator):
         steps = {j.name: j.steps for j in wl.jobs}
         drift = (context.get("params") or {}).get("drift") or {}
         res = replan.replan_from_store(
-            ps, ProgressStore(store), table, parent.plan_id, steps, owner=context["run_id"], solver=solver,
+            ps, ProgressStore(store, sweep=parent.sweep), table, parent.plan_id, steps, owner=context["run_id"], solver=solver,
             time_limit=time_limit, restart_overhead_s=settings.restart_overhead_s(),
             min_gain=settings.min_preempt_gain(), reason=info.get("reason") or "drift",
-            rates=drift.get("rates"), samples=drift.get("samples"), log=self.log.info)
+            rates=drift.get("rates"), log=self.log.info)
         self.log.info("%s", res.message)
         if res.plan is None:
             raise AirflowSkipException(res.message)

@@ -1,6 +1,7 @@
 """The training operator: one plan job on exactly the plan's GPU ids, behind per-GPU and per-job leases.
 
-- never runs a finished job again (its ProgressStore state is done: the task succeeds at once);
+- never runs a job finished in this sweep again (its progress record in the plan's sweep is done:
+  the task succeeds at once); a new sweep of the same workload trains it again;
 - skips when its plan was superseded before it started (the newer plan runs the job), unless the
   newer plan keeps this very job running here;
 - runs only on the worker of its node when workers serve nodes ([saturn] node), on that node's
@@ -70,9 +71,10 @@ class SaturnTrainOperator(BaseOperator):
         if verdict == "skip":
             raise AirflowSkipException(why)
         devices = physical_ids(list(a.gpu_ids), a.node)
-        keys = [leases.job_key(plan.workload, self.job)] + [leases.device_key(a.node, g) for g in a.gpu_ids]
-        owner = {"job": self.job, "plan_id": self.plan_id, "workload": plan.workload, "dag_run": context["run_id"],
-                 "node": a.node, "worker_node": here, "devices": devices, "try": context["ti"].try_number}
+        keys = [leases.job_key(plan.workload, self.job, sweep=plan.sweep)] + [leases.device_key(a.node, g) for g in a.gpu_ids]
+        owner = {"job": self.job, "plan_id": self.plan_id, "workload": plan.workload, "sweep": plan.sweep,
+                 "dag_run": context["run_id"], "node": a.node, "worker_node": here, "devices": devices,
+                 "try": context["ti"].try_number}
         kept = self.job in ((plan.model_extra or {}).get("kept") or [])
         timeout = None if kept else settings.lease_timeout_s()
         with leases.acquire(store, keys, owner, timeout_s=timeout, log=self.log.info) as held:
@@ -108,7 +110,7 @@ class SaturnTrainOperator(BaseOperator):
         started = time.time()
         job_events.record_event(store, plan.workload, {"event": "start", "job": self.job, "plan_id": plan.plan_id,
                                                         "device_ids": a.gpu_ids, "node": a.node,
-                                                        "try": context["ti"].try_number})
+                                                        "try": context["ti"].try_number}, sweep=plan.sweep)
         self.log.info("running %s: %s on %s devices %s (planned %.0f s)", self.job, a.parallelism, a.node, a.gpu_ids,
                       a.runtime_s)
         if devices != list(a.gpu_ids):
@@ -117,8 +119,9 @@ class SaturnTrainOperator(BaseOperator):
         try:
             result = run_job(wl_path, self.job, parallelism=a.parallelism, knobs=dict(a.knobs),
                              device_ids=devices, store_url=store.url, plan_id=plan.plan_id,
-                             log=self.log.info, stop_event=self._stop, kill_event=held.lost, env=store.env(),
-                             node=a.node, ckpt_every_s=settings.checkpoint_every_s())
+                             sweep=plan.sweep, log=self.log.info, stop_event=self._stop, kill_event=held.lost,
+                             env=store.env(), node=a.node, ckpt_every_s=settings.checkpoint_every_s(),
+                             on_start=lambda proc: held.attach_group(proc.pid))
             status = getattr(result, "status", "failed")
         finally:
             self._stop.set()
@@ -126,14 +129,45 @@ class SaturnTrainOperator(BaseOperator):
             ended = time.time()
             job_events.record_event(store, plan.workload, {"event": "end", "job": self.job, "plan_id": plan.plan_id,
                                                             "status": status, "started_at": started,
-                                                            "ended_at": ended, "device_ids": a.gpu_ids})
+                                                            "ended_at": ended, "device_ids": a.gpu_ids},
+                                    sweep=plan.sweep)
         out = {"job": self.job, "status": status, "ran": True, "started_at": started, "ended_at": ended,
                "planned_s": a.runtime_s, "actual_s": ended - started}
         self.log.info("%s ended %s after %.1f s (planned %.1f s)", self.job, status, ended - started, a.runtime_s)
         if status == "done":
             return out
-        if status == "preempted":
-            raise AirflowSkipException(f"preempted by plan {preempted_by[0] if preempted_by else '?'}: "
-                                       f"{self.job} resumes from its checkpoint there")
+        if status == "preempted" and preempted_by:
+            raise AirflowSkipException(f"preempted by plan {preempted_by[0]}: {self.job} resumes from its checkpoint there")
+        if status == "preempted":  # a SIGTERM from outside (a node drain), not a newer plan: nobody else runs it
+            raise AirflowException(f"job {self.job} was stopped from outside at step {getattr(result, 'step', '?')} "
+                                   "(checkpoint saved); a retry resumes it")
         raise AirflowException(f"job {self.job} failed ({getattr(result, 'message', '') if status else ''}); "
                                "a retry resumes from the latest checkpoint")
+
+
+class SaturnPlanResultOperator(BaseOperator):
+    """The plan's verdict, after every training task ended (trigger_rule all_done): fails the DAG run,
+    naming each job and why, when a job of this plan failed for good; succeeds when every job is done
+    or handed to a newer plan. Clearing a failed job's task (with its downstream, this task) resumes
+    the job from its checkpoint and then re-checks."""
+
+    ui_color = "#f1f3f6"
+
+    def __init__(self, *, plan_id: str, store_url: Optional[str] = None, **kwargs):
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.plan_id, self.store_url = plan_id, store_url
+
+    def execute(self, context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        store = Store(self.store_url or settings.store_url())
+        plan = PlanStore(store).get(self.plan_id)
+        ok, bad = training_steps.plan_result(store, plan)
+        for job, why in bad.items():
+            self.log.error("job %s did not finish: %s", job, why)
+        if bad:
+            raise AirflowFailException(f"{len(bad)} of {len(plan.assignments)} jobs did not finish: "
+                                       + "; ".join(f"{j}: {w}" for j, w in bad.items()))
+        self.log.info("every job of plan %s is done or handed to a newer plan (%d)", self.plan_id, len(ok))
+        return {"done": ok}

@@ -31,16 +31,16 @@ class DriftTrigger(BaseTrigger):
                  "threshold": self.threshold, "min_s": self.min_s, "max_replans": self.max_replans})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from saturn_airflow.tasks.drift import RateWindow, drift_step
+        from saturn_airflow.tasks.drift import drift_step, new_drift_watch
 
         self.log.info("watching plan %s every %.0f s (t0=%.0f)", self.plan_id, self.poll_s, self.t0)
         looks = 0
-        window = RateWindow()
+        watch = new_drift_watch()  # consecutive late looks; a restarted triggerer starts counting again
         while True:
             try:
                 event = await asyncio.to_thread(drift_step, self.store_url, self.plan_id, self.t0,
                                                 threshold=self.threshold, min_s=self.min_s,
-                                                max_replans=self.max_replans, window=window)
+                                                max_replans=self.max_replans, watch=watch)
             except Exception as e:  # a half-written store must not kill the watch; try again next time
                 self.log.warning("drift look failed: %s", e)
                 event = None
@@ -49,6 +49,8 @@ class DriftTrigger(BaseTrigger):
                 self.log.info("drift watch ends: %s", event["message"])
                 yield TriggerEvent(event)
                 return
-            if looks % 12 == 1:
+            if watch.streak:
+                self.log.info("plan %s late on %d consecutive look(s) (look %d)", self.plan_id, watch.streak, looks)
+            elif looks % 12 == 1:
                 self.log.info("plan %s within threshold (look %d)", self.plan_id, looks)
             await asyncio.sleep(self.poll_s)

@@ -1,8 +1,8 @@
 """The plugin's FastAPI app (mounted at /saturn by the api-server): plan pages and a JSON API.
 
 It only translates: plans and progress come from the stores, the chart from
-saturn_airflow.views.gantt_html. Plugin apps are open by default, so every route depends on `authorize`,
-which runs Airflow's own `get_user` (Bearer JWT or the UI's `_token` cookie, checked by the configured
+saturn_airflow.views.gantt_html, the leaderboard and metric curves from saturn_airflow.views.leaderboard
+and leaderboard_html. Plugin apps are open by default, so every route depends on `authorize`, which runs Airflow's own `get_user` (Bearer JWT or the UI's `_token` cookie, checked by the configured
 auth manager) and then asks that auth manager whether the user may read the plan's DAG.
 Airflow's API modules are imported lazily: the scheduler and DAG processor load this plugin too.
 """
@@ -20,6 +20,8 @@ from saturn_airflow.views import gantt_html
 from saturn_airflow.spec.plan import Plan
 from saturn_airflow.tasks.render import dag_id as plan_dag_id, plan_id_of
 from saturn_airflow.store.records import PlanStore, ProgressStore, Store
+from saturn_airflow.views.leaderboard import leaderboard
+from saturn_airflow.views.leaderboard_html import render_results
 
 REFRESH_S = 15
 
@@ -112,13 +114,39 @@ def _context(lineage: list[Plan]) -> tuple[Any, Optional[float]]:
     return _CONTEXT[root]
 
 
+_TABLES: dict[str, Any] = {}
+
+
+def _table(lineage: list[Plan]) -> Any:
+    """The lineage's profile table (the projection's profiled step times, as the drift watch uses them)."""
+    root = lineage[0].plan_id
+    if root not in _TABLES:
+        table = gantt_html.lineage_table(store(), lineage)
+        if table is None:
+            return None
+        _TABLES[root] = table
+    return _TABLES[root]
+
+
+def _board(st: Store, lineage: list[Plan]):
+    """The leaderboard of a lineage's jobs (every version's: a re-plan lists only what remained)."""
+    jobs: list[str] = []
+    for p in lineage:
+        jobs += [a.job for a in p.assignments if a.job not in jobs]
+    return leaderboard(st, lineage[-1].workload, lineage[-1].sweep, jobs)
+
+
+def _results_html(lineage: list[Plan]) -> str:
+    return render_results(_board(store(), lineage)) if lineage else ""
+
+
 def _page(plan_id: Optional[str], dag_id: Optional[str], latest: bool) -> tuple[list[Plan], dict, Any]:
     st = store()
     ps = PlanStore(st)
     lineage, pid = _resolve(ps, plan_id, dag_id)
     if latest:  # follow re-plans forward so an old DAG's tab shows what happened next
         lineage = ps.lineage(_newest_descendant(ps, pid))
-    progress = ProgressStore(st).all(lineage[-1].workload)
+    progress = ProgressStore(st, sweep=lineage[-1].sweep).all(lineage[-1].workload)
     return lineage, progress, pid
 
 
@@ -132,7 +160,7 @@ def index(dag_id: Optional[str] = None, plan_id: Optional[str] = None) -> HTMLRe
     entries, newest = [], None
     for p in _latest_per_workload(list(ps.plans()), ps):
         lineage = ps.lineage(p.plan_id)
-        progress = ProgressStore(st).all(p.workload)
+        progress = ProgressStore(st, sweep=p.sweep).all(p.workload)
         sw = gantt_html.chart_data(lineage, progress)["sweep"]
         entries.append({"workload": p.workload, "plan_id": p.plan_id, "versions": len(lineage),
                         "makespan_s": lineage[0].makespan_s, "created_at": lineage[0].created_at,
@@ -140,8 +168,9 @@ def index(dag_id: Optional[str] = None, plan_id: Optional[str] = None) -> HTMLRe
         if newest is None:  # the most recent lineage's chart under the list
             cluster, baseline = _context(lineage)
             newest = gantt_html.page_body(gantt_html.render_html(
-                lineage, progress, baseline, cluster=cluster,
-                dag_urls={q.plan_id: f"/dags/{plan_dag_id(q.plan_id)}" for q in lineage}))
+                lineage, progress, baseline, cluster=cluster, table=_table(lineage),
+                dag_urls={q.plan_id: f"/dags/{plan_dag_id(q.plan_id)}" for q in lineage},
+                extra_html=_results_html(lineage)))
     return HTMLResponse(gantt_html.render_index(entries, newest))
 
 
@@ -152,8 +181,9 @@ def plan_page(plan_id: Optional[str] = None, dag_id: Optional[str] = None,
     cluster, baseline = _context(lineage)
     running = any(r and r.get("state") == "running" for r in progress.values())
     urls = {p.plan_id: f"/dags/{plan_dag_id(p.plan_id)}" for p in lineage}
-    return HTMLResponse(gantt_html.render_html(lineage, progress, baseline, cluster=cluster, dag_urls=urls,
-                                               refresh_s=REFRESH_S if running else None))
+    return HTMLResponse(gantt_html.render_html(lineage, progress, baseline, cluster=cluster, dag_urls=urls, table=_table(lineage),
+                                               refresh_s=REFRESH_S if running else None,
+                                               extra_html=_results_html(lineage)))
 
 
 @app.get("/api/plans")
@@ -171,4 +201,13 @@ def plan_data(plan_id: str, latest: bool = False) -> JSONResponse:
     """What the chart draws (lanes, planned and actual slots, makespans, lineage) as JSON."""
     lineage, progress, _ = _page(plan_id, None, latest)
     cluster, baseline = _context(lineage)
-    return JSONResponse(gantt_html.chart_data(lineage, progress, baseline, cluster=cluster))
+    return JSONResponse(gantt_html.chart_data(lineage, progress, baseline, cluster=cluster, table=_table(lineage)))
+
+
+@app.get("/api/plans/{plan_id}/results")
+def plan_results(plan_id: str) -> JSONResponse:
+    """The leaderboard of the plan's sweep (the whole lineage, re-plans followed) as JSON."""
+    ps = PlanStore(store())
+    lineage, pid = _resolve(ps, plan_id, None)
+    lineage = ps.lineage(_newest_descendant(ps, pid))
+    return JSONResponse(_board(ps.store, lineage).to_dict())

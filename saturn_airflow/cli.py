@@ -1,7 +1,8 @@
-"""The `saturn` command: plan, show, simulate, profile (docs/contracts.md, CLI).
+"""The `saturn` command: plan, show, simulate, profile, train, results, export (docs/contracts.md, CLI).
 
 Bad input of any kind exits with status 2 and one line on stderr naming the problem, and writes
-nothing; a missing optional component exits 1 with one line. Set SATURN_DEBUG=1 for tracebacks.
+nothing; a missing optional component exits 1 with one line. `train` also exits 75 when a signal
+preempted the job (checkpoint written) and 1 when it failed. Set SATURN_DEBUG=1 for tracebacks.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--table", help="also check the plan against this profile table (and, with --html, draw every GPU and the current-practice makespan)")
     sh.add_argument("--html", help="write a self-contained HTML page here")
     sh.add_argument("--width", type=int, default=72)
+    sh.add_argument("--store", help="a store (path or URL): PLAN may be a plan id in it, and the jobs' progress, "
+                                    "projected makespan and failures are shown from its records")
     si = sub.add_parser("simulate", help="replay a plan along its GPU hand-over edges, optionally with runtime noise")
     si.add_argument("plan")
     si.add_argument("--noise", type=_nonneg_float, default=0.0, help="lognormal sigma of runtime noise (0: exact)")
@@ -79,7 +82,42 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("workload")
     pr.add_argument("-o", "--output", help="write the profile table JSON here")
     pr.add_argument("-v", "--verbose", action="store_true")
+    tr = sub.add_parser("train", help="train one job by hand, outside Airflow, resuming from its latest checkpoint")
+    tr.add_argument("workload", help="workload file (.yaml)")
+    tr.add_argument("--job", required=True, help="the job's name in the workload")
+    tr.add_argument("--parallelism", required=True, help="a registered parallelism, e.g. ddp")
+    tr.add_argument("--devices", required=True, help="device ids, comma separated, e.g. 0,1")
+    tr.add_argument("--knobs", default="{}", help="the parallelism's knobs as a JSON object (default {})")
+    tr.add_argument("--store", help="store URL (default: the store_url setting, $SATURN_HOME)")
+    tr.add_argument("--stop-at-step", type=_step, help="stop (checkpoint written, exit 0) once this step is reached")
+    tr.add_argument("--sweep", default=None,
+                    help="whose checkpoints and progress records to use: a plan's sweep id to continue one of its "
+                         "jobs by hand (default: by-hand, apart from every Airflow sweep)")
+    tr.add_argument("-v", "--verbose", action="store_true",
+                    help="stream every line of the ranks and torchrun (default: the [saturn] lines; the rest only on failure)")
+    rs = sub.add_parser("results", help="the leaderboard of a sweep: jobs ranked by their held-out metric")
+    rs.add_argument("target", help="a plan id in the store, a plan file (.json), a workload (.yaml) or a workload name")
+    fmt = rs.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--csv", action="store_true", help="print CSV, one row per job")
+    rs.add_argument("--store", help="store URL (default: [saturn] store_url, $SATURN_HOME, $AIRFLOW_HOME/saturn)")
+    rs.add_argument("--sweep", help="which sweep of a workload (default: a plan's own, else the workload's newest)")
+    ex = sub.add_parser("export", help="write finished jobs' models as safetensors files, from their last checkpoint")
+    ex.add_argument("target", help="a plan id in the store, a plan file (.json), a workload (.yaml) or a workload name")
+    ex.add_argument("--job", action="append", help="only this job (repeatable); default: every finished job")
+    ex.add_argument("--store", help="store URL (default: as for results)")
+    ex.add_argument("--sweep", help="which sweep of a workload (default: as for results)")
     return p
+
+
+def _step(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a step number, got {text!r}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a step number >= 1, got {text!r}")
+    return v
 
 
 # --- input and output -----------------------------------------------------------------------------
@@ -217,11 +255,66 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _store_lineage(store_url: str, ref: str):
+    """The plan lineage (oldest first) of a plan id, or of a plan file's id, in a store."""
+    from saturn_airflow.store.files import PlanStore, Store
+
+    ps = PlanStore(Store(store_url))
+    pid = ref
+    if ref.endswith(".json") and os.path.exists(ref):
+        pid = load_plan_file(ref).plan_id
+    if pid not in ps.ids():
+        raise SaturnInputError(f"no plan {pid!r} in store {store_url}")
+    lineage = ps.lineage(pid)
+    while ps.superseded_by(lineage[-1].plan_id):  # follow re-plans to the newest version
+        lineage.append(ps.get(ps.superseded_by(lineage[-1].plan_id)))
+    return ps, lineage
+
+
+def progress_lines(data: dict) -> list[str]:
+    """The jobs of a lineage's chart data (views.gantt_html.chart_data) as text: state, steps, the
+    shared projection's ETA, and every failure with its reason."""
+    from saturn_airflow.views.gantt_html import fmt_s
+
+    newest = data["plans"][-1]
+    sw = data["sweep"]
+    out = [f"jobs: {sw['jobs_done']}/{sw['jobs']} done; re-plans {sw['replans']}; "
+           + (f"actual makespan {fmt_s(sw['actual_makespan_s'])}" if sw["actual_makespan_s"] is not None else
+              f"projected makespan {fmt_s(sw['projected_makespan_s'])}" if sw["projected_makespan_s"] is not None
+              else "not started")]
+    seen = {}
+    for p in data["plans"]:
+        for s_ in p["actual"]:
+            seen[s_["job"]] = s_
+    for a in sorted(newest["plan"]["assignments"], key=lambda a: (a["start_s"], a["job"])):
+        seen.setdefault(a["job"], None)
+    for job, sp in seen.items():
+        if sp is None:
+            out.append(f"  {job:<24} pending")
+            continue
+        steps = f"{sp['step']}/{sp['total']}" if sp.get("total") else "-"
+        rate = f", {sp['steady_rate_steps_per_s']:.2f} steps/s" if sp.get("steady_rate_steps_per_s") else ""
+        eta = f", ETA {fmt_s(sp['eta_end_s'] - sp['end_s'])}" if sp.get("eta_end_s") is not None else ""
+        why = f": {sp['error']}" if sp.get("error") else ""
+        out.append(f"  {job:<24} {sp['state']:<11} {steps}{rate}{eta}{why}")
+    for job, why in sorted(sw["failed"].items()):
+        out.append(f"FAILED {job}: {why} (clear its task in Airflow to resume it from its checkpoint)")
+    return out
+
+
 def cmd_show(args) -> int:
     from saturn_airflow.views.gantt import render
 
     _check_writable(args.html)
-    plan = load_plan_file(args.plan)
+    lineage = progress = None
+    if args.store:
+        from saturn_airflow.store.files import ProgressStore
+
+        ps, lineage = _store_lineage(args.store, args.plan)
+        plan = lineage[-1]
+        progress = ProgressStore(ps.store, sweep=plan.sweep).all(plan.workload)
+    else:
+        plan = load_plan_file(args.plan)
     node_gpus, table = None, None
     if args.table:
         from saturn_airflow.spec.plan import plan_violations
@@ -232,6 +325,12 @@ def cmd_show(args) -> int:
             raise SaturnInputError(f"{args.plan}: invalid against {args.table}: {bad[0]}")
         node_gpus = {n.name: n.gpus for n in table.cluster.nodes}
     print(render(plan, width=args.width, node_gpus=node_gpus))
+    if lineage is not None:
+        from saturn_airflow.views.gantt_html import chart_data, lineage_table
+
+        tbl = lineage_table(ps.store, lineage)
+        print("\n".join(progress_lines(chart_data(lineage, progress, cluster=tbl.cluster if tbl else None,
+                                                   table=tbl))))
     if args.html:
         try:
             from saturn_airflow.views.gantt_html import render_html
@@ -242,7 +341,7 @@ def cmd_show(args) -> int:
             from saturn_airflow.planner import plan_table
 
             baseline = plan_table(table, baseline="current-practice", workload=plan.workload).makespan_s
-        _write_atomic(args.html, render_html(plans=[plan], progress=None, baseline_makespan_s=baseline,
+        _write_atomic(args.html, render_html(plans=lineage or [plan], progress=progress, baseline_makespan_s=baseline,
                                              cluster=table.cluster if table is not None else None))
         print(f"wrote {args.html}")
     return 0
@@ -270,7 +369,173 @@ def cmd_profile(args) -> int:
     return 0
 
 
-COMMANDS = {"plan": cmd_plan, "show": cmd_show, "simulate": cmd_simulate, "profile": cmd_profile}
+def _sweep_target(target: str, store, sweep: Optional[str] = None):
+    """(workload name, sweep, its jobs or None, the workload if a file was given) of a results/export
+    target. A plan (id or file) names its sweep; a workload (file or name) means its newest sweep,
+    unless `sweep` names one."""
+    from saturn_airflow.spec.workload import parse_workload
+    from saturn_airflow.store.files import PlanStore
+
+    ps = PlanStore(store)
+    suffix = Path(target).suffix.lower()
+    if suffix in (".yaml", ".yml") or (suffix != ".json" and target not in ps.ids()):
+        wl = None
+        if suffix in (".yaml", ".yml"):
+            wl = parse_workload(_read_text(target, "workload"), source=target)
+            name = wl.name
+        else:
+            name = target
+        sw = sweep or _newest_sweep(ps, store, name)
+        if sw is None and wl is not None:
+            from saturn_airflow.store.files import BY_HAND
+
+            sw = BY_HAND  # a workload with nothing in the store yet: its jobs, none with results
+        if sw is None:
+            raise SaturnInputError(f"{target}: not a workload file, a plan file, a plan id or a workload name in {store.url}")
+        plans = [p for p in ps.plans() if p.workload == name and p.sweep == sw]
+        jobs = [j.name for j in wl.jobs] if wl is not None else (_lineage_jobs(ps, sw) if plans else None)
+        return name, sw, jobs, wl
+    plan = load_plan_file(target) if suffix == ".json" else ps.get(target)
+    if plan.plan_id in ps.ids():
+        plan = ps.get(plan.plan_id)  # the published copy knows its sweep
+        return plan.workload, sweep or plan.sweep, _lineage_jobs(ps, plan.sweep), None
+    return plan.workload, sweep or plan.sweep, [a.job for a in plan.assignments], None
+
+
+def _newest_sweep(ps, store, workload: str) -> Optional[str]:
+    """The sweep of the workload's newest plan; else the by-hand sweep if it has records."""
+    from saturn_airflow.store.files import BY_HAND
+
+    plans = sorted((p for p in ps.plans() if p.workload == workload), key=lambda p: (p.created_at, p.plan_id))
+    if plans:
+        return plans[-1].sweep
+    if store.list(f"metrics/{workload}/{BY_HAND}") or store.list(f"progress/{workload}/{BY_HAND}"):
+        return BY_HAND
+    return None
+
+
+def _lineage_jobs(ps, root: str) -> list[str]:
+    """Every job of a sweep: the union over its plan versions, from the root to the newest re-plan."""
+    jobs, pid, seen = [], root, set()
+    while pid and pid not in seen and pid in ps.ids():
+        seen.add(pid)
+        jobs += [a.job for a in ps.get(pid).assignments if a.job not in jobs]
+        pid = ps.superseded_by(pid)
+    return jobs
+
+
+def _store(url: Optional[str]):
+    from saturn_airflow import settings
+    from saturn_airflow.store.files import Store
+
+    return Store(url or settings.store_url())
+
+
+def cmd_results(args) -> int:
+    from saturn_airflow.views.leaderboard import leaderboard, render_csv, render_json, render_text
+
+    store = _store(args.store)
+    name, sweep, jobs, _ = _sweep_target(args.target, store, args.sweep)
+    board = leaderboard(store, name, sweep, jobs)
+    if args.json:
+        print(render_json(board))
+    elif args.csv:
+        sys.stdout.write(render_csv(board))
+    else:
+        print(render_text(board))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from saturn_airflow.execution.launch import checkpoint_root
+    from saturn_airflow.spec.workload import JobSpec
+    from saturn_airflow.store.files import PlanStore, ProgressStore
+    from saturn_airflow.store.metrics import MetricsStore
+
+    store = _store(args.store)
+    name, sweep, jobs, wl = _sweep_target(args.target, store, args.sweep)
+    progress = ProgressStore(store, sweep=sweep).all(name)
+    results = MetricsStore(store, sweep=sweep).all(name)
+    wanted = args.job or [j for j in (jobs or sorted(set(progress) | set(results)))
+                          if (progress.get(j) or {}).get("state") == "done"]
+    if not wanted:
+        raise SaturnInputError(f"{args.target}: no finished job to export (give --job NAME for another)")
+    known = set(jobs or []) | set(progress) | set(results)
+    for j in wanted:
+        if j not in known:
+            raise SaturnInputError(f"{args.target}: no job {j!r}")
+    if not store.local:
+        raise SaturnInputError(f"store {store.url} is not a local folder: checkpoints are read from local disk")
+    try:
+        from saturn_airflow.execution.export import export_from_checkpoint
+    except ImportError as e:
+        raise _ComponentMissing(f"export needs torch and safetensors ({e})")
+    plan_workloads = {}
+    for j in wanted:
+        spec = None
+        if wl is not None:
+            spec = wl.job(j)
+        elif (results.get(j) or {}).get("spec"):
+            spec = JobSpec.model_validate(results[j]["spec"])
+        else:  # a job that finished before results were recorded: its plan names the workload file
+            pid = (progress.get(j) or {}).get("plan_id")
+            path = None
+            if pid and pid in PlanStore(store).ids():
+                path = (PlanStore(store).get(pid).model_extra or {}).get("workload_path")
+            if path and path not in plan_workloads and Path(path).exists():
+                from saturn_airflow.spec.workload import load_workload
+
+                plan_workloads[path] = load_workload(path)
+            if path in plan_workloads:
+                spec = plan_workloads[path].job(j)
+        if spec is None:
+            raise SaturnInputError(f"job {j!r}: its model is unknown (no results record); give the workload file instead")
+        meta = export_from_checkpoint(spec, checkpoint_root(store.url, name, j, sweep=sweep), store, name, sweep,
+                                      info={"plan_id": (progress.get(j) or {}).get("plan_id")})
+        print(f"{j}: step {meta['step']} -> {meta['path']} ({meta['parameters']} parameters, {meta['bytes']} bytes)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import collections
+    import signal
+    import threading
+
+    from saturn_airflow.execution import by_hand
+    from saturn_airflow.store.files import BY_HAND
+
+    stop = threading.Event()  # SIGTERM or Ctrl-C: the ranks agree on a step, checkpoint, and we exit 75
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    held_back: collections.deque[str] = collections.deque(maxlen=60)  # torchrun's own lines: shown on failure
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    def log(line: str) -> None:
+        if args.verbose or line.startswith("[saturn]"):
+            out(line)
+        else:
+            held_back.append(line)
+
+    def err(message: str) -> None:
+        for line in held_back:
+            print(line, file=sys.stderr)
+        print("saturn: error: " + " ".join(message.split()), file=sys.stderr, flush=True)
+
+    try:
+        hj = by_hand.prepare(args.workload, args.job, args.parallelism, args.devices, knobs=args.knobs,
+                             store_url=args.store, sweep=args.sweep or BY_HAND, stop_at_step=args.stop_at_step)
+        if stop.is_set():
+            out(f"job {args.job}: preempted before it started; nothing was trained or written")
+            return by_hand.EXIT_PREEMPTED
+        return by_hand.train(hj, stop_event=stop, out=out, err=err, log=log)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+COMMANDS = {"plan": cmd_plan, "show": cmd_show, "simulate": cmd_simulate, "profile": cmd_profile, "train": cmd_train,
+            "results": cmd_results, "export": cmd_export}
 
 
 def _fail(code: int, message: str) -> int:

@@ -79,10 +79,26 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            "Empty: one profile task per workload node on the default queue.", "gpu-a,gpu-b"),
     Option("solver", "string", "highs", "Default MILP solver: highs or cbc.", "cbc"),
     Option("time_limit", "float", "30", "Default solver time limit in seconds (a ceiling, not a target).", "60"),
+    Option("gap_tolerance", "float", "0.01",
+           "Planning stops once its plan is within this fraction of the lower bound (small sweeps are solved "
+           "to proven optimality regardless).", "0.02"),
+    Option("profile_strategy", "string", "guided",
+           "guided: measure each job's smallest device count that fits, then only the larger counts that could "
+           "shorten the plan by more than gap_tolerance and their own cost; full: measure every config.", "full"),
     Option("drift_threshold", "float", "0.1",
            "Re-plan when the projected makespan moves past this fraction of the plan's...", "0.2"),
     Option("drift_min_s", "float", "60", "...and past this many seconds.", "120"),
     Option("drift_poll_s", "float", "5", "How often the drift trigger reads the progress records (seconds).", "10"),
+    Option("drift_warmup_s", "float", "10",
+           "A launch's first steps during this many seconds (or its profiled warm-up, if longer) never count "
+           "toward its rate.", "20"),
+    Option("drift_window_s", "float", "5", "A job's rate is measured over at least this many seconds of its "
+           "steady phase...", "10"),
+    Option("drift_window_steps", "integer", "10", "...and at least this many steps.", "20"),
+    Option("drift_checks", "integer", "2",
+           "Re-plan only when this many consecutive drift looks (spanning at least one rate window) are late.", "3"),
+    Option("checkpoint_every_s", "float", "60",
+           "How often a training job checkpoints (wall seconds); a fault loses at most this much work.", "300"),
     Option("restart_overhead_s", "float", "10",
            "What a preempted job pays to restart (process launch, checkpoint load), in seconds.", "30"),
     Option("min_preempt_gain", "float", "0.05",
@@ -95,6 +111,11 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("lease_timeout_s", "float", "3600", "How long a training task waits for its devices' leases (seconds).",
            "7200"),
     Option("render_max_plans", "integer", "200", "The factory DAG file renders the newest N plan versions.", "50"),
+    Option("mlflow_tracking_uri", "string", "",
+           "Track every sweep in MLflow (a parent run per sweep, a child run per job, the exported models as "
+           "artifacts); empty: off. Needs the mlflow extra.", "http://127.0.0.1:5000"),
+    Option("mlflow_experiment", "string", "", "The MLflow experiment sweeps are tracked in; empty: the workload's name.",
+           "sweeps"),
 )}
 
 DEFAULTS: dict[str, str] = {name: o.default for name, o in OPTIONS.items()}
@@ -142,9 +163,16 @@ def _accessor(option: str) -> Callable[[], Any]:
 
 solver = _accessor("solver")
 time_limit = _accessor("time_limit")
+gap_tolerance = _accessor("gap_tolerance")
+profile_strategy = _accessor("profile_strategy")
 drift_threshold = _accessor("drift_threshold")
 drift_min_s = _accessor("drift_min_s")
 drift_poll_s = _accessor("drift_poll_s")
+drift_warmup_s = _accessor("drift_warmup_s")
+drift_window_s = _accessor("drift_window_s")
+drift_window_steps = _accessor("drift_window_steps")
+drift_checks = _accessor("drift_checks")
+checkpoint_every_s = _accessor("checkpoint_every_s")
 restart_overhead_s = _accessor("restart_overhead_s")
 min_preempt_gain = _accessor("min_preempt_gain")
 max_replans = _accessor("max_replans")
@@ -155,6 +183,15 @@ render_max_plans = _accessor("render_max_plans")
 checkpoint_url = _accessor("checkpoint_url")
 checkpoint_every_s = _accessor("checkpoint_every_s")
 lease_ttl_s = _accessor("lease_ttl_s")
+
+
+def mlflow_tracking_uri() -> str:
+    """Where sweeps are tracked in MLflow; empty (the default) turns tracking off."""
+    return get("mlflow_tracking_uri").strip()
+
+
+def mlflow_experiment(workload: str) -> str:
+    return get("mlflow_experiment").strip() or workload
 
 
 def store_url() -> str:

@@ -1,6 +1,6 @@
 """The demo's driver, run by scripts/demo.sh once Airflow is up: log in over REST, create the pools,
 trigger the planning DAG for the example sweep, wait for every plan version's DAG to finish, and print
-planned vs actual makespan against current practice. Stdlib HTTP only; the engine does the math.
+planned vs actual makespan against current practice, then the leaderboard and the winner's model file. Stdlib HTTP only; the engine does the math.
 
 Usage: python scripts/demo.py BASE_URL WORKLOAD.yaml [--password-file F] [--timeout S] [--solver S]
        [--time-limit S] [--html OUT.html]
@@ -191,12 +191,11 @@ def main(argv=None) -> int:
     root = wait("the published plan", lambda: sorted(set(ps.ids()) - known)[:1], 60)[0]
     say(f"Plan {root} published; its DAG {dag_id(root)} runs the jobs.")
 
-    progress_store = ProgressStore(Store(settings.store_url()))
+    progress_store = ProgressStore(Store(settings.store_url()), sweep=ps.get(root).sweep)
 
     def finished():
         pid = newest(ps, root)
-        rep.jobs({j: r for j, r in progress_store.all(ps.get(pid).workload).items()
-                  if r and r.get("plan_id") in {p.plan_id for p in ps.lineage(pid)}})
+        rep.jobs({j: r for j, r in progress_store.all(ps.get(pid).workload).items() if r})
         r = latest_run(api, dag_id(pid))
         if not r or r["state"] not in TERMINAL or active_planning_runs(api):
             return None
@@ -206,7 +205,7 @@ def main(argv=None) -> int:
     lineage = ps.lineage(last)
     st = Store(settings.store_url())
     cluster, baseline = gantt_html.store_context(st, lineage)
-    progress = ProgressStore(st).all(lineage[-1].workload)
+    progress = ProgressStore(st, sweep=lineage[-1].sweep).all(lineage[-1].workload)
     data = gantt_html.chart_data(lineage, progress, baseline, cluster=cluster)
     sw = data["sweep"]
     fmt = gantt_html.fmt_s
@@ -223,11 +222,30 @@ def main(argv=None) -> int:
             f", actual {abs(100 * (1 - sw['actual_makespan_s'] / b)):.0f}% {'shorter' if sw['actual_makespan_s'] <= b else 'longer'}"
         print(f"  current practice   {fmt(b):>8}  (every job on all devices of a node, one after another): "
               f"planned {abs(gain):.0f}% {'shorter' if gain >= 0 else 'longer'}{real}")
+    from saturn_airflow.views.leaderboard import leaderboard, render_text
+    from saturn_airflow.views.leaderboard_html import render_results
+
+    jobs: list[str] = []
+    for p in lineage:
+        jobs += [x.job for x in p.assignments if x.job not in jobs]
+    board = leaderboard(st, lineage[-1].workload, lineage[-1].sweep, jobs)
     if a.html:
-        Path(a.html).write_text(gantt_html.render_html(lineage, progress, baseline, cluster=cluster))
+        Path(a.html).write_text(gantt_html.render_html(lineage, progress, baseline, cluster=cluster,
+                                                       extra_html=render_results(board)))
         print(f"  chart file         {a.html}")
+    print()
+    print(render_text(board))
+    w = board.winner
+    if w is not None and w.export_path:
+        print("  Load it without torch.distributed (safetensors + the import path in its header):")
+        print(f"    python -c \"from saturn_airflow.execution.export import load_exported; "
+              f"print(load_exported('{w.export_path}'))\"")
+    print(f"  The same table: saturn results {last} --store {st.url} [--json | --csv]; "
+          "in the UI: Browse > Saturn plans")
     (Path(a.password_file).parent / "result.json").write_text(
-        json.dumps({"plan_id": last, "root_plan_id": root, "dag_id": dag_id(last), "sweep": sw}, indent=1))
+        json.dumps({"plan_id": last, "root_plan_id": root, "dag_id": dag_id(last), "sweep": sw,
+                    "winner": None if w is None else {"job": w.job, "metric": w.metric, "final": w.final,
+                                                      "export_path": w.export_path}}, indent=1))
     return 0 if sw["jobs_done"] == sw["jobs"] else 1
 
 

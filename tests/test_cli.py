@@ -40,9 +40,21 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, caps
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_corpus_is_large_enough():
+KINDS = {  # what is wrong, whatever the command
+    "syntax": "the text does not parse", "shape": "a key is missing or the document is another shape",
+    "value": "a field's value is out of range", "reference": "a name points at nothing (job, node, parallelism, device)",
+    "duplicate": "a name appears twice", "name": "a name that would become an unsafe path or id",
+    "file": "the file is missing, a directory, or another kind of document", "plan rule": "a plan breaks a validity rule",
+    "argument": "a command-line argument is wrong", "import": "a factory that does not import",
+    "size": "a size past a documented limit",
+}
+
+
+def test_corpus_is_large_enough_and_every_case_has_a_kind():
     assert len(CASES) >= 30
     assert len({c["file"] for c in CASES}) >= 30
+    assert {c["kind"] for c in CASES} == set(KINDS)  # every case has a known kind, every kind has cases
+    assert {c["args"][0] for c in CASES} >= {"plan", "profile", "show", "simulate", "train"}
 
 
 def test_plan_example_writes_valid_plan(tmp_path, capsys):
@@ -111,3 +123,59 @@ def test_console_process_bad_input_has_no_traceback(tmp_path):
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "malformed JSON" in proc.stderr
+
+
+def test_show_from_a_store_names_a_failed_job_and_its_reason(tmp_path, capsys):
+    from saturn_airflow.store.files import ProgressStore, Store
+    from tests.plugins import sample
+
+    sample.publish(str(tmp_path))
+    prog = ProgressStore(Store(str(tmp_path)), sweep=sample.SWEEP)
+    prog.put("demo", "d", {**prog.get("demo", "d"), "error": "RuntimeError: injected failure at step 10"})
+    code, out, err = run(["show", "demo-v1", "--store", str(tmp_path)], capsys)  # follows re-plans to v2
+    assert code == 0, err
+    assert "FAILED d: RuntimeError: injected failure at step 10" in out
+    assert "jobs: " in out and "re-plans 1" in out
+    code, out, err = run(["show", "no-such-plan", "--store", str(tmp_path)], capsys)
+    assert code == 2 and "no plan 'no-such-plan'" in err
+
+
+def test_results_by_plan_id_plan_file_workload_file_and_name(tmp_path, capsys):
+    """The leaderboard from a store: same rows whichever way the sweep is named; --json and --csv parse."""
+    import csv
+    import io
+
+    from saturn_airflow.spec.workload import parse_workload
+    from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+    from saturn_airflow.store.metrics import MetricsStore
+    from saturn_airflow.views.leaderboard import leaderboard, render_json
+
+    store = Store(str(tmp_path / "store"))
+    text = (BAD / "evaluation_ok.yaml").read_text() + "grid: {optimizer.lr: [0.001, 0.01, 0.1]}\n"
+    (tmp_path / "w.yaml").write_text(text)
+    wl = parse_workload(text)
+    from saturn_airflow.planner import plan_table
+    from saturn_airflow.spec.profile_table import parse_profile_table
+
+    table = parse_profile_table({"cluster": {"nodes": [{"name": "node0", "gpus": 2}]}, "jobs": [
+        {"name": j.name, "configs": [{"parallelism": "ddp", "gpus": 2, "runtime_s": 10.0}]} for j in wl.jobs]})
+    plan = PlanStore(store).publish(plan_table(table, baseline="current-practice", workload="sweep"))
+    ms, ps = MetricsStore(store, sweep=plan.sweep), ProgressStore(store, sweep=plan.sweep)
+    for i, job in enumerate(wl.jobs):
+        ms.start_attempt("sweep", job, plan_id=plan.plan_id, parallelism="ddp", device_ids=[0, 1], start_step=0)
+        ms.add_point("sweep", job.name, 10, {"loss": 3.0 - i, "accuracy": 0.1 * i})
+        ms.end_attempt("sweep", job.name, "done", 10)
+        ps.put("sweep", job.name, {"plan_id": plan.plan_id, "state": "done", "step": 10, "total": 10})
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    outs = []
+    for target in (plan.plan_id, str(tmp_path / "plan.json"), str(tmp_path / "w.yaml"), "sweep"):
+        code, out, err = run(["results", target, "--store", store.url], capsys)
+        assert code == 0, err
+        outs.append(out)
+    assert len(set(outs)) == 1 and "Winner: a-lr0.1 (loss 1 at step 10)" in outs[0]
+    assert outs[0].splitlines()[2].split()[:3] == ["1*", "a-lr0.1", "done"]
+    code, out, _ = run(["results", "sweep", "--store", store.url, "--json"], capsys)
+    assert json.loads(out) == json.loads(render_json(leaderboard(store, "sweep", plan.sweep)))
+    code, out, _ = run(["results", "sweep", "--store", store.url, "--csv"], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["job"] for r in rows] == ["a-lr0.1", "a-lr0.01", "a-lr0.001"] and rows[0]["param.optimizer.lr"] == "0.1"

@@ -1,9 +1,10 @@
-"""Drift: compare real progress with a plan and decide whether re-planning is worth it. Pure functions.
+"""Drift: compare real progress with a plan and decide whether re-planning is worth it.
 
-The projection replays the plan the way Airflow executes it: a job starts as soon as the jobs it
-takes GPUs over from (`after`) have ended and not before now; a running job ends when its remaining
-steps are done at its observed rate; a job not yet started takes its planned runtime. The projected
-makespan is the latest projected end, measured from the plan's start `t0` (epoch seconds).
+`assess` is one look: the shared projection (`control.projection.project`) against the plan, with
+the thresholds. `DriftWatch` is the decision over successive looks: a re-plan needs the lateness to
+hold over `checks` consecutive looks spanning at least one rate window, so one noisy window (the tail
+of a warm-up, a burst of a co-tenant) never re-plans, while a real slowdown re-plans within
+`checks` looks of the projection crossing the threshold.
 
 Only lateness triggers a re-plan: a job that finishes early is absorbed by the DAG itself (its
 successors start on its completion), while a late one is what re-planning (moving or resizing the
@@ -15,22 +16,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
+from saturn_airflow.control.projection import JobProjection, job_state, project  # noqa: F401 (re-exported)
+from saturn_airflow.control.rates import RateWindow
 from saturn_airflow.spec.plan import Plan
+from saturn_airflow.spec.profile_table import ProfileTable
+from saturn_airflow.spec.progress import JobState
 
-FINISHED = ("done", "failed")
-
-
-@dataclasses.dataclass
-class JobProjection:
-    job: str
-    state: str  # pending | running | done | failed
-    start_s: float
-    end_s: float
-    planned_end_s: float
-    step: int = 0
-    total: int = 0
-    rate_steps_per_s: Optional[float] = None
-    updated_at: Optional[float] = None  # of the record the step comes from (epoch s)
+FINISHED = (JobState.DONE.value, JobState.FAILED.value)
 
 
 @dataclasses.dataclass
@@ -42,13 +34,15 @@ class DriftReport:
     projected_makespan_s: float
     threshold: float
     min_s: float
-    should_replan: bool
+    should_replan: bool  # this look is late past both thresholds (DriftWatch decides on several looks)
     reason: str
     done: list[str]
     failed: list[str]
     running: list[str]
     pending: list[str]
     jobs: dict[str, JobProjection]
+    node_slowdown: dict[str, float] = dataclasses.field(default_factory=dict)
+    reference_makespan_s: float = 0.0  # the schedule at profiled speeds from now on (control.projection)
 
     @property
     def all_done(self) -> bool:
@@ -73,71 +67,64 @@ class DriftReport:
                 f"{len(self.running)}, pending {len(self.pending)}, failed {len(self.failed)}")
 
 
-def job_state(plan: Plan, job: str, record: Optional[dict]) -> str:
-    """The state of `job` for `plan`: done (anywhere, ever), running (anywhere), failed (under this plan), pending."""
-    if not record:
-        return "pending"
-    state = record.get("state")
-    if state == "done":
-        return "done"
-    if state == "running":
-        return "running"
-    if state == "failed" and record.get("plan_id") == plan.plan_id:
-        return "failed"
-    return "pending"  # preempted, or failed under an older plan: this plan runs (resumes) it
-
-
 def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float, *,
-           threshold: float = 0.1, min_s: float = 60.0, rates: Optional[dict[str, float]] = None) -> DriftReport:
-    """Project the plan's makespan from progress `records` (job -> latest record) at time `now`.
+           threshold: float = 0.1, min_s: float = 60.0, rates: Optional[dict[str, float]] = None,
+           table: Optional[ProfileTable] = None, window: Optional[RateWindow] = None) -> DriftReport:
+    """One look: project the plan's makespan from progress `records` (job -> latest record) at `now`.
 
-    `rates` (job -> steps/s) overrides the records' rates: the drift watch passes rates measured over
-    a recent window, which follow a change of speed faster than the runner's average since start.
+    `rates` (job -> steps/s) overrides the steady-rate estimate of those jobs; `table` (the plan's
+    profile table) gives profiled step times, start-up and warm-up; `window` how rates are measured.
     """
-    rates = rates or {}
-    now_rel = max(0.0, now - t0)
-    proj: dict[str, JobProjection] = {}
-    groups: dict[str, list[str]] = {"done": [], "failed": [], "running": [], "pending": []}
-    for a in sorted(plan.assignments, key=lambda a: (a.start_s, a.job)):
-        rec = records.get(a.job) or {}
-        state = job_state(plan, a.job, rec)
-        groups[state].append(a.job)
-        step, total = int(rec.get("step") or 0), int(rec.get("total") or 0)
-        rate = rates.get(a.job) or rec.get("rate_steps_per_s")
-        rate = float(rate) if rate else None
-        if state in FINISHED:
-            end = float(rec.get("finished_at") or rec.get("updated_at") or now) - t0
-            start = float(rec.get("started_at") or now) - t0
-        elif state == "running":
-            start = float(rec.get("started_at") or now) - t0
-            if rate and total:
-                end = now_rel + max(0, total - step) / rate
-            else:  # no rate yet: trust the plan's runtime, but a job can't end in the past
-                end = max(now_rel, start + a.runtime_s)
-        else:
-            ready = max([proj[b].end_s for b in a.after if b in proj] + [now_rel])
-            start, end = ready, ready + a.runtime_s
-        proj[a.job] = JobProjection(a.job, state, start, end, a.end_s, step, total, rate, rec.get("updated_at"))
-    planned = plan.makespan_s
-    projected = max([p.end_s for p in proj.values()] + [0.0])
-    late = projected - planned
+    proj = project(plan, {j: r for j, r in records.items() if r}, now, t0, table=table, rates=rates,
+                   window=window, node_min_slowdown=1.0 + threshold)
+    groups = proj.groups
+    planned, projected, reference = proj.planned_makespan_s, proj.projected_makespan_s, proj.reference_makespan_s
+    # lateness a re-plan can act on: the observed speeds against the profiled ones, from now on (what
+    # already happened, e.g. late starts or a restart after a fault, delays both alike); a run that is
+    # late on the plan as a whole but at pace from here is left alone
+    late = projected - max(reference, planned)
     remaining = groups["running"] + groups["pending"]
-    # Evidence first: until some job has reported a rate or finished, lateness only measures how long
-    # Airflow and the runners take to start, which no re-plan can fix.
+    # Evidence first: until some job has a steady rate or finished, lateness only measures how long
+    # Airflow and the runners take to start and warm up, which no re-plan can fix.
     evidence = bool(groups["done"] or groups["failed"] or any(
-        proj[j].rate_steps_per_s for j in groups["running"]))
+        proj.jobs[j].rate_steps_per_s for j in groups["running"]))
     should = bool(remaining) and evidence and late > threshold * planned and late > min_s
     if not remaining:
         reason = "every job has finished"
     elif not evidence:
-        reason = "no job has reported progress yet"
+        reason = "no job has reported a steady rate (past its warm-up) yet"
     elif should:
-        slow = max((p for p in proj.values() if p.state in ("running", "pending")),
+        slow = max((p for p in proj.jobs.values() if p.state in ("running", "pending")),
                    key=lambda p: p.end_s - p.planned_end_s)
+        node = {n: f for n, f in proj.node_slowdown.items() if f > 1.0}
         reason = (f"projected makespan {projected:.0f} s is {late:.0f} s ({late / max(planned, 1e-9):.0%}) later than "
-                  f"the planned {planned:.0f} s (threshold {threshold:.0%} and {min_s:.0f} s); latest job {slow.job} "
-                  f"projected to end at {slow.end_s:.0f} s instead of {slow.planned_end_s:.0f} s")
+                  f"the planned {planned:.0f} s" + (f" and than the {reference:.0f} s at profiled speeds from now"
+                                                     if reference > planned else "")
+                  + f" (threshold {threshold:.0%} and {min_s:.0f} s); latest job {slow.job} "
+                  f"projected to end at {slow.end_s:.0f} s instead of {slow.planned_end_s:.0f} s"
+                  + (f"; whole node slower: {', '.join(f'{n} {f:.2f}x' for n, f in node.items())}" if node else ""))
     else:
         reason = f"within threshold: projected {projected:.0f} s vs planned {planned:.0f} s"
     return DriftReport(plan.plan_id, now, t0, planned, projected, threshold, min_s, should, reason,
-                       groups["done"], groups["failed"], groups["running"], groups["pending"], proj)
+                       groups["done"], groups["failed"], groups["running"], groups["pending"], proj.jobs,
+                       proj.node_slowdown, reference)
+
+
+class DriftWatch:
+    """Successive looks at one plan: re-plan only when `checks` consecutive looks are late and span at
+    least `span_s` seconds (one rate window), so the lateness rests on more than one window of data."""
+
+    def __init__(self, checks: int = 2, span_s: float = 5.0):
+        self.checks, self.span_s = max(1, int(checks)), float(span_s)
+        self.late_at: list[float] = []  # `now` of the consecutive late looks so far
+
+    def look(self, report: DriftReport) -> bool:
+        if not report.should_replan:
+            self.late_at = []
+            return False
+        self.late_at.append(report.now)
+        return len(self.late_at) >= self.checks and self.late_at[-1] - self.late_at[0] >= self.span_s * (self.checks > 1)
+
+    @property
+    def streak(self) -> int:
+        return len(self.late_at)

@@ -3,7 +3,9 @@
 - Only remaining work is planned: finished jobs (done anywhere, or failed under the current plan)
   are left out, so a re-plan never re-runs them.
 - Observed rates replace profiled ones: a job that ran at 1/3 of its profiled speed is assumed to
-  keep doing so in every config (its slowdown factor scales all of its configs).
+  keep doing so in every config (its slowdown factor scales all of its configs) on the node it ran
+  on; on a cluster's other nodes it runs at their pace, so a re-plan may move it off a slow node
+  (unless it was moved for being slow once already: then the slowdown is its own, everywhere).
 - Running jobs are kept (pinned where they run, with their remaining time at the observed rate) or
   preempted (they restart from their checkpoint anywhere, paying a restart overhead), whichever plan
   has the shorter makespan; preempting must win by `min_gain` to be chosen.
@@ -19,9 +21,11 @@ import time
 from typing import Any, Callable, Optional
 
 from saturn_airflow import settings
-from saturn_airflow.control.drift import job_state
+from saturn_airflow.control.projection import config_of, node_factor, profiled_startup_s, project
+from saturn_airflow.control.rates import RateWindow, estimate
 from saturn_airflow.spec.plan import Plan, new_plan_id
 from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable
+from saturn_airflow.spec.progress import JobState, ProgressRecord
 from saturn_airflow.store.records import PlanStore, ProgressStore
 
 SLOWDOWN_CLAMP = (0.05, 50.0)
@@ -41,62 +45,46 @@ class Observed:
 
 
 def _config_of(table: ProfileTable, plan: Plan, job: str) -> Optional[Config]:
-    a = plan.assignment(job)
-    try:
-        jp = table.job(job)
-    except KeyError:
-        return None
-    for c in jp.configs:
-        if c.parallelism == a.parallelism and c.gpus == a.gpus and c.knobs == a.knobs:
-            return c
-    return None
+    return config_of(table, plan.assignment(job))
 
 
 def _step_s(c: Config, total: int) -> float:
-    """Profiled seconds per step of a config: its `step_s` when the profiler recorded it, else runtime/steps."""
-    extra = c.model_extra or {}
-    if extra.get("step_s"):
-        return float(extra["step_s"])
-    return c.runtime_s / max(1, total)
+    from saturn_airflow.control.projection import profiled_step_s
 
-
-def _startup_s(c: Config) -> float:
-    return float((c.model_extra or {}).get("startup_s") or 0.0)
+    return profiled_step_s(c, total)
 
 
 def observe(plan: Plan, table: ProfileTable, records: dict[str, Optional[dict]], steps: dict[str, int],
-            rates: Optional[dict[str, float]] = None) -> dict[str, Observed]:
+            rates: Optional[dict[str, float]] = None, window: Optional[RateWindow] = None) -> dict[str, Observed]:
     """The observed state of every job of `plan`. `steps`: job -> total steps (from the workload);
-    `rates`: recent rates (steps/s) measured by the drift watch, preferred over the records' averages."""
-    rates = rates or {}
+    `rates`: steady rates (steps/s) the drift watch acted on, for jobs whose record has none now.
+
+    Slowdowns come from the shared projection (`control.projection`): a job's own steady rate for a
+    job that ran; for a job that has not, its node's factor, which is 1.0 unless every job observed
+    on that node (at least two) runs slower than profiled."""
+    window = window or RateWindow()
+    now = time.time()
+    proj = project(plan, {j: r for j, r in records.items() if r}, now, now, table=table, rates=rates, window=window)
     out: dict[str, Observed] = {}
-    seen: list[float] = []
-    unobserved: list[str] = []
     for a in plan.assignments:
-        rec = records.get(a.job) or {}
-        state = job_state(plan, a.job, rec)
-        total = int(rec.get("total") or steps.get(a.job) or 0)
-        step = int(rec.get("step") or 0) if rec else 0
-        rate = rates.get(a.job) or rec.get("rate_steps_per_s")
-        rate = float(rate) if rate else None
-        slowdown = 1.0
-        cfg = _config_of(table, plan, a.job)
-        own = None
-        if rate and cfg is not None and total:
-            own = min(max((1.0 / rate) / _step_s(cfg, total), SLOWDOWN_CLAMP[0]), SLOWDOWN_CLAMP[1])
-            seen.append(own)
-        if own is not None and state in ("running", "pending"):  # pending: preempted earlier, rate known
-            slowdown = own
-        out[a.job] = Observed(a.job, state, step, total, slowdown, rate if state == "running" else None,
-                              (rec.get("node") or a.node) if own is not None else None)
-        if state == "pending" and own is None:
-            unobserved.append(a.job)
-    # The machine as a whole may run slower than profiled (shared cores, thermal limits, noisy
-    # neighbours): jobs never observed get the smallest slowdown seen on this plan (never below 1), once
-    # at least two jobs were observed, so a single straggler does not inflate everyone's estimate.
-    machine = max(1.0, min(seen)) if len(seen) >= 2 else 1.0
-    for j in unobserved:
-        out[j].slowdown = machine
+        rec = ProgressRecord.parse(records.get(a.job)) or ProgressRecord()
+        p = proj.jobs[a.job]
+        state = p.state
+        total = int(rec.total or steps.get(a.job) or 0)
+        step = int(rec.step or 0)
+        rate = p.rate_steps_per_s if state == JobState.RUNNING else None
+        own = p.slowdown
+        cfg = config_of(table, a)
+        if own is None and state == JobState.PENDING and step > 0 and cfg is not None and total:
+            last = estimate(rec, window)  # preempted or interrupted earlier: the rate it last ran at
+            if last.known:
+                own = (1.0 / last.rate) / _step_s(cfg, total)
+        if own is not None:
+            slowdown = min(max(own, SLOWDOWN_CLAMP[0]), SLOWDOWN_CLAMP[1])
+        else:
+            slowdown = proj.node_slowdown.get(a.node, 1.0) if state == JobState.PENDING else 1.0
+        out[a.job] = Observed(a.job, state, step, total, slowdown if state in ("running", "pending") else 1.0, rate,
+                              (rec.node or a.node) if own is not None else None)
     return out
 
 
@@ -136,8 +124,8 @@ def remaining_table(table: ProfileTable, plan: Plan, observed: dict[str, Observe
 
         def scaled(c: Config, slowdown: float, **update) -> Config:
             # start-up (launch, model build) slows down with the machine too, not with a job's own data
-            startup = _startup_s(c) * max(1.0, min(slowdown, machine))
-            runtime = startup + (c.runtime_s - _startup_s(c)) * (left / total) * slowdown + overhead
+            startup = profiled_startup_s(c) * max(1.0, min(slowdown, machine))
+            runtime = startup + (c.runtime_s - profiled_startup_s(c)) * (left / total) * slowdown + overhead
             return c.model_copy(update={"runtime_s": max(runtime, 1e-3), **update})
 
         slow_node = _blamed_node(plan, ob)
@@ -170,10 +158,8 @@ def _blamed_node(plan: Plan, ob: Observed) -> Optional[str]:
 
 
 def _node_slowdown(observed: dict[str, Observed], node: str) -> float:
-    """How much slower than profiled a node runs: the smallest slowdown of the jobs observed there, at
-    least 1 (never faster than profiled); 1 when nothing ran there yet."""
-    seen = [o.slowdown for o in observed.values() if o.node == node]
-    return max(1.0, min(seen)) if seen else 1.0
+    """How much slower than profiled a node runs its jobs (the projection's rule, `node_factor`)."""
+    return node_factor([o.slowdown for o in observed.values() if o.node == node])
 
 
 @dataclasses.dataclass
@@ -187,7 +173,8 @@ class ReplanResult:
 
 def replan_plan(table: ProfileTable, plan: Plan, records: dict[str, Optional[dict]], steps: dict[str, int], *,
                 solver: Optional[str] = None, time_limit: Optional[float] = None,
-                restart_overhead_s: Optional[float] = None, min_gain: Optional[float] = None, reason: str = "", rates: Optional[dict[str, float]] = None,
+                restart_overhead_s: Optional[float] = None, min_gain: Optional[float] = None, reason: str = "",
+                rates: Optional[dict[str, float]] = None, window: Optional[RateWindow] = None,
                 log: Callable[[str], None] = lambda m: None) -> ReplanResult:
     """Plan the remaining work of `plan` both ways (keep running jobs / preempt them) and take the better."""
     from saturn_airflow.planner import plan_table
@@ -195,7 +182,7 @@ def replan_plan(table: ProfileTable, plan: Plan, records: dict[str, Optional[dic
     time_limit = settings.time_limit() if time_limit is None else time_limit
     restart_overhead_s = settings.restart_overhead_s() if restart_overhead_s is None else restart_overhead_s
     min_gain = settings.min_preempt_gain() if min_gain is None else min_gain
-    observed = observe(plan, table, records, steps, rates)
+    observed = observe(plan, table, records, steps, rates, window)
     running = sorted(j for j, o in observed.items() if o.state == "running")
     remaining = [j for j, o in observed.items() if o.state in ("running", "pending")]
     if not remaining:
@@ -235,6 +222,7 @@ def replan_plan(table: ProfileTable, plan: Plan, records: dict[str, Optional[dic
                    "at": time.time()},
         "kept": kept,
         "preempted": preempted,
+        "start_steps": {j: o.step for j, o in observed.items() if o.state in ("running", "pending") and o.step},
     }
     data = chosen.model_dump(mode="json")
     data.update(extra)
@@ -264,8 +252,7 @@ def replan_depth(plan_store: PlanStore, plan_id: str) -> int:
 
 
 def replan_from_store(plan_store: PlanStore, progress: ProgressStore, table: ProfileTable, plan_id: str,
-                      steps: dict[str, int], *, owner: str, samples: Optional[dict[str, list]] = None,
-                      **kw) -> ReplanResult:
+                      steps: dict[str, int], *, owner: str, **kw) -> ReplanResult:
     """Claim, then re-plan `plan_id` from the current progress records; the caller publishes `.plan`."""
     plan = plan_store.get(plan_id)
     if plan_store.superseded_by(plan_id):
@@ -273,25 +260,13 @@ def replan_from_store(plan_store: PlanStore, progress: ProgressStore, table: Pro
     if not claim_replan(plan_store, plan_id, owner):
         return ReplanResult(None, "none", {}, {}, f"another re-plan of {plan_id} holds the claim; leaving it to that one")
     records = with_leased_jobs(plan_store.store, plan, progress.all(plan.workload))
-    fresh = rates_since(samples or {}, records)
-    if fresh:
-        kw["rates"] = {**(kw.get("rates") or {}), **fresh}
-    return replan_plan(table, plan, records, steps, **kw)
-
-
-def rates_since(samples: dict[str, list], records: dict[str, Optional[dict]], min_dt: float = 5.0) -> dict[str, float]:
-    """Rates between the drift watch's sample (updated_at, step) of each running job and its record now:
-    the speed over the last tens of seconds, fresher than the runner's average since start."""
-    out: dict[str, float] = {}
-    for job, (t_then, step_then) in samples.items():
-        rec = records.get(job) or {}
-        t_now, step_now = rec.get("updated_at"), rec.get("step")
-        if rec.get("state") != "running" or t_now is None or step_now is None:
-            continue
-        dt, ds = float(t_now) - float(t_then), int(step_now) - int(step_then)
-        if dt >= min_dt and ds > 0:
-            out[job] = ds / dt
-    return out
+    # the records' own steady rates now are the freshest; the drift watch's only fill in for a job that
+    # has none any more (restarted since)
+    window = RateWindow.from_settings()
+    given = kw.pop("rates", None) or {}
+    kw["rates"] = {j: r for j, r in given.items()
+                   if r and not estimate(ProgressRecord.parse(records.get(j)), window).known}
+    return replan_plan(table, plan, records, steps, window=window, **kw)
 
 
 def with_leased_jobs(store, plan: Plan, records: dict[str, Optional[dict]]) -> dict[str, Optional[dict]]:
@@ -304,7 +279,7 @@ def with_leased_jobs(store, plan: Plan, records: dict[str, Optional[dict]]) -> d
         rec = out.get(a.job) or {}
         if rec.get("state") in ("running", "done"):
             continue
-        holder = leases.holder(store, leases.job_key(plan.workload, a.job))
+        holder = leases.holder(store, leases.job_key(plan.workload, a.job, sweep=plan.sweep))
         if holder and not leases.is_stale(holder) and holder.get("plan_id") == plan.plan_id:
             out[a.job] = {**rec, "state": "running", "plan_id": plan.plan_id, "step": int(rec.get("step") or 0),
                           "rate_steps_per_s": None, "started_at": holder.get("at"), "leased_only": True}

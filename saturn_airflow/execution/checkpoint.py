@@ -41,6 +41,13 @@ def _fs(root: str):
     return fsspec.core.url_to_fs(root) if is_url(root) else (fsspec.filesystem("file"), root)
 
 
+def local_folder(root: str) -> Optional[str]:
+    """The local path of a checkpoint root (a plain path or a file:// URL), None for other filesystems."""
+    if not is_url(root):
+        return root
+    return root[len("file://"):] if root.startswith("file://") else None
+
+
 def join(root: str, *parts: str) -> str:
     """A path under `root` in root's own spelling (URLs keep their scheme; DCP picks fsspec for them)."""
     if is_url(root):

@@ -1,4 +1,5 @@
-"""Launching the runner under torchrun on exactly the given devices, and telling done/preempted/failed apart.
+"""Launching the runner on exactly the given devices (torchrun for several, directly for one), and telling
+done/preempted/failed apart.
 
 GPUs: CUDA_VISIBLE_DEVICES = the ids, LOCAL_RANK picks one. CPU: one device = one core; the launch
 is pinned to the cores (taskset / sched_setaffinity) and each rank to its own core, one thread.
@@ -24,9 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from saturn_airflow.execution.checkpoint import local_folder
 from saturn_airflow.execution.devices import ENV_NODE, cpu_cores, device_kind, launch_env
 from saturn_airflow.execution.runner import EXIT_PREEMPTED
+from saturn_airflow.spec.progress import JobState
+from saturn_airflow.store.records import BY_HAND
 
+LOSS_LOG = "losses.jsonl"  # under a job's checkpoint root: {"start": K, ...} per launch, then {"step", "loss", "t"} per step
 STOP_GRACE_S = 90.0  # after SIGTERM, how long ranks get to save before SIGKILL
 
 
@@ -72,19 +77,24 @@ class LaunchOutcome:
 
 
 def _runner_cmd(n: int) -> list[str]:
+    """torchrun for several ranks; one rank runs the runner directly (see _single_rank_env): torchrun's
+    agent imports torch and starts its rendezvous before the rank does, and outlives it at exit, which
+    measured 1.5-2x the launch-to-first-step time of a direct start."""
+    if n == 1:
+        return [sys.executable, "-m", "saturn_airflow.execution.runner"]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={n}",
             "--max-restarts=0", "-m", "saturn_airflow.execution.runner"]
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux; a no-op elsewhere): a task
-    process killed outright must not leave its training ranks running on the devices."""
-    try:
-        import ctypes
+def _single_rank_env() -> dict[str, str]:
+    """What torchrun would give a world of one rank: env:// rendezvous on a free local port."""
+    import socket
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "GROUP_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
 def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: str,
@@ -92,7 +102,8 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
                   timeout_s: Optional[float] = None, env: Optional[dict] = None, kind: Optional[str] = None,
                   on_start: Optional[Callable[[subprocess.Popen], None]] = None,
                   kill_event: Optional[threading.Event] = None) -> LaunchOutcome:
-    """Run `python -m saturn_airflow.execution.runner <runner_args>` under torchrun on `device_ids`; wait for it.
+    """Run `python -m saturn_airflow.execution.runner <runner_args>` on `device_ids` (under torchrun for
+    several); wait for it.
 
     `stop_event`: SIGTERM (the ranks checkpoint and exit); `kill_event`: SIGKILL at once, no checkpoint
     (the devices' leases were lost to another holder)."""
@@ -102,14 +113,16 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
     os.makedirs(tmp, exist_ok=True)
     t0 = time.time()
     full_env = {**os.environ, **launch_env(device_ids, kind), "SATURN_LAUNCH_T0": repr(t0),
-                "SATURN_RUN_ID": uuid.uuid4().hex[:8], "TMPDIR": tmp, "PYTHONUNBUFFERED": "1", **(env or {})}
+                "SATURN_RUN_ID": uuid.uuid4().hex[:8], "TMPDIR": tmp, "PYTHONUNBUFFERED": "1",
+                **(_single_rank_env() if len(device_ids) == 1 else {}), **(env or {})}
     cmd = _runner_cmd(len(device_ids)) + list(runner_args) + ["--result-dir", result_dir]
     cores = set(cpu_cores(list(device_ids))) if kind == "cpu" and hasattr(os, "sched_setaffinity") else None
 
-    def preexec():
-        die_with_parent()
+    def preexec() -> None:
         if cores:
             os.sched_setaffinity(0, cores)  # pins torchrun and its ranks' start
+        die_with_parent()
+
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True,
                             bufsize=1, start_new_session=True, preexec_fn=preexec)
     if on_start:
@@ -159,6 +172,21 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
     return LaunchOutcome(proc.returncode, result, errors, list(tail), t0, t_exit, timed_out, stopped, killed)
 
 
+def die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the process that launched it dies (Linux).
+
+    torchrun forwards SIGTERM to its ranks, which agree on a stop, checkpoint and exit: an Airflow task
+    process killed outright (SIGKILL, the OOM killer) leaves no training running behind it that a retry
+    would race on the same devices."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the lease's process-group check still guards the devices
+        pass
+
+
 def _signal(proc: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
@@ -192,19 +220,20 @@ def _workload_file(workload, folder: str) -> tuple[str, str]:
     return path, load_workload(path).name
 
 
-def checkpoint_root(store_url: str, workload: str, job: str, checkpoint_dir: Optional[str] = None) -> str:
-    """The job's checkpoint folder: `<checkpoint_url or store/checkpoints>/<workload>/<job>` (a local path
-    or an fsspec URL every node reaches, so the job resumes on any node), or an explicit override."""
+def checkpoint_root(store_url: str, workload: str, job: str, *, sweep: str, checkpoint_dir: Optional[str] = None) -> str:
+    """The job's checkpoint folder in its sweep: `<checkpoint_url or store/checkpoints>/<workload>/<sweep>/<job>`
+    (a local path or an fsspec URL every node reaches, so the job resumes on any node), or an override."""
     if checkpoint_dir:
         return checkpoint_dir
     from saturn_airflow.store import keys
     from saturn_airflow.store.records import Store
 
-    return keys.checkpoint_dir(Store(store_url).checkpoint_root(), workload, job)
+    return keys.checkpoint_dir(Store(store_url).checkpoint_root(), workload, sweep, job)
 
 
 def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: list[int], store_url: str,
-            plan_id: str, log: Callable[[str], None] = print, stop_event: Optional[threading.Event] = None,
+            plan_id: str, sweep: str = BY_HAND, log: Callable[[str], None] = print,
+            stop_event: Optional[threading.Event] = None,
             checkpoint_dir: Optional[str] = None, ckpt_every_s: Optional[float] = None,
             ckpt_every_steps: Optional[int] = None, steps: Optional[int] = None, stop_at_step: Optional[int] = None,
             loss_log: Optional[str] = None, progress_every_s: float = 3.0, timeout_s: Optional[float] = None,
@@ -213,53 +242,76 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
     """Train `job` under `parallelism`/`knobs` on exactly `device_ids`, resuming from its latest checkpoint.
 
     Blocks until the job is done, preempted (stop_event set: SIGTERM, checkpoint, exit) or failed.
-    Progress records go to the ProgressStore at `store_url` every `progress_every_s` seconds.
+    Progress records go to the ProgressStore at `store_url` every `progress_every_s` seconds; records
+    and checkpoints are those of `sweep` (a plan's `Plan.sweep`; by hand: `BY_HAND`).
     """
     if not device_ids:
         raise ValueError("run_job needs at least one device id")
     folder = tempfile.mkdtemp(prefix="saturn-run-")
     try:
         wpath, wname = _workload_file(workload, folder)
-        ck = checkpoint_root(store_url, wname, job, checkpoint_dir)
+        ck = checkpoint_root(store_url, wname, job, sweep=sweep, checkpoint_dir=checkpoint_dir)
+        local_ck = local_folder(ck)
+        if loss_log is None and local_ck is not None:
+            # every step of every attempt, next to the checkpoints (what was lost, what was learned);
+            # an object-store root keeps no log (it cannot append)
+            os.makedirs(local_ck, exist_ok=True)
+            loss_log = os.path.join(local_ck, LOSS_LOG)
         args = ["--workload", wpath, "--job", job, "--parallelism", parallelism, "--knobs", json.dumps(knobs or {}),
-                "--mode", "train", "--store", store_url, "--plan-id", plan_id or "", "--checkpoint-dir", ck,
+                "--mode", "train", "--store", store_url, "--plan-id", plan_id or "", "--sweep", sweep,
+                "--checkpoint-dir", ck,
                 "--progress-every-s", str(progress_every_s)]
         for flag, val in (("--ckpt-every-s", ckpt_every_s), ("--ckpt-every-steps", ckpt_every_steps),
                           ("--steps", steps), ("--stop-at-step", stop_at_step), ("--loss-log", loss_log)):
             if val is not None:
                 args += [flag, str(val)]
         out = launch_runner(args, list(device_ids), result_dir=os.path.join(folder, "result"), log=log,
-                            stop_event=stop_event, timeout_s=timeout_s, env={**(env or {}), ENV_NODE: node},
-                            on_start=on_start, kill_event=kill_event)
+                            stop_event=stop_event, timeout_s=timeout_s,
+                            env={**_tracking_env(), **(env or {}), ENV_NODE: node}, on_start=on_start,
+                            kill_event=kill_event)
         res = out.result or {}
         wall = out.t_exit - out.t_launch
         details = {"result": res, "errors": out.errors[:4]}
         if out.killed:  # the leases went to another holder, who now owns the job's progress record
             return JobResult("failed", job, res.get("step"), res.get("total"), out.returncode, wall,
                              "killed: its leases were taken over by another holder", ck, details)
-        if res.get("status") == "done" and out.returncode == 0:
+        if res.get("status") == "done" and (out.returncode == 0 or out.stopped):
+            # a stop that came after the last step (torchrun killed in its teardown): the job is done
             status, msg = "done", "done"
         elif res.get("status") == "preempted" or (out.stopped and res.get("status") != "done"):
             status, msg = "preempted", "preempted (SIGTERM): checkpoint saved" if res else "stopped during start-up"
         else:
             status, msg = "failed", out.message()
         if status == "failed":
-            _record_killed(store_url, wname, job, plan_id, msg, parallelism, device_ids)
+            _record_killed(store_url, sweep, wname, job, plan_id, msg, parallelism, device_ids)
         return JobResult(status, job, res.get("step"), res.get("total"), out.returncode, wall, msg, ck, details)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _record_killed(store_url, workload, job, plan_id, msg, parallelism, device_ids) -> None:
-    """A rank killed outright (SIGKILL, OOM-killer) leaves its record "running": the launcher says it failed."""
+def _tracking_env() -> dict:
+    """The tracking settings as the ranks' environment: they may live in airflow.cfg, which ranks never read."""
+    from saturn_airflow import settings
+
+    out = {}
+    for option in ("mlflow_tracking_uri", "mlflow_experiment"):
+        value = settings.get(option)
+        if value:
+            out[f"AIRFLOW__SATURN__{option.upper()}"] = value
+    return out
+
+
+def _record_killed(store_url, sweep, workload, job, plan_id, msg, parallelism, device_ids) -> None:
+    """A rank killed outright (SIGKILL, OOM-killer) leaves its record "running": the launcher records that
+    this attempt ended (interrupted: a retry resumes it; the training task marks it failed for good)."""
     from saturn_airflow.store.records import ProgressStore, Store
 
-    progress = ProgressStore(Store(store_url))
+    progress = ProgressStore(Store(store_url), sweep=sweep)
     rec = progress.get(workload, job)
     if rec and rec.get("state") == "running":
-        progress.mark_failed(workload, job, plan_id=plan_id, message=msg, parallelism=parallelism,
-                             device_ids=list(device_ids))
+        progress.mark_ended(workload, job, state=JobState.INTERRUPTED, plan_id=plan_id, message=msg,
+                            parallelism=parallelism, device_ids=list(device_ids))
 
 
-__all__ = ["run_job", "JobResult", "launch_runner", "LaunchOutcome", "checkpoint_root", "EXIT_PREEMPTED"]
+__all__ = ["run_job", "JobResult", "launch_runner", "LaunchOutcome", "checkpoint_root", "EXIT_PREEMPTED", "LOSS_LOG"]
 

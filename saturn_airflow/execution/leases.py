@@ -2,14 +2,17 @@
 
 A lease is a row of the store's database: key, the holder's token and identity, the owner (job,
 plan, node...), and a heartbeat time on the database's clock. Keys (store/keys.py):
-  device/<node>/<id>        one GPU (or CPU core) of a node
-  job/<workload>/<job>      one training job (never run twice at once, across plan versions and nodes)
+  device/<node>/<id>              one GPU (or CPU core) of a node
+  job/<workload>/<sweep>/<job>    one training job of one sweep (never run twice at once, across the
+                                  sweep's plan versions and nodes; another sweep's job is another job)
 
 - Acquisition is one transaction over every key, all or nothing (sorted order: no deadlock between
   two multi-device jobs); a caller that cannot get every key waits and tries again.
-- The holder heartbeats its leases from a thread every ttl/4. A lease whose heartbeat is older than
-  its ttl has expired; so has one whose holder process is provably gone (same host and pid
-  namespace, pid dead or reused), which spares a waiter on the same machine the wait.
+- The holder heartbeats its leases from a thread every ttl/4. A waiter on another host takes a
+  lease for expired when its heartbeat is older than its ttl. A waiter on the holder's own host (and
+  pid namespace) knows better: the lease is live while the holder process, or the process group it
+  launched on the devices (torchrun and its ranks, `attach_group`), still runs, and stale at once
+  when neither does.
 - An expired lease is taken over by a compare-and-set on its old token: of any number of waiters on
   any hosts, exactly one breaks it.
 - A holder that finds its lease gone (it stalled past its ttl and was broken) sets `Leases.lost`;
@@ -39,8 +42,8 @@ def device_key(node: str, device_id: int) -> str:
     return keys.device_lease(node, device_id)
 
 
-def job_key(workload: str, job: str) -> str:
-    return keys.job_lease(workload, job)
+def job_key(workload: str, job: str, *, sweep: str) -> str:
+    return keys.job_lease(workload, sweep, job)
 
 
 def _host_identity() -> str:
@@ -90,20 +93,34 @@ class LeaseTimeout(TimeoutError):
     pass
 
 
-def is_stale(record: dict) -> bool:
-    """A lease record whose holder is gone: heartbeat past its ttl, or (same host) its process dead."""
-    if record.get("expired"):
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group `pgid` still runs."""
+    if pgid <= 0:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
+    return True
+
+
+def is_stale(record: dict) -> bool:
+    """A lease record whose holder is gone. On the holder's host: neither its process nor the process
+    group it launched runs. Elsewhere: its heartbeat is older than its ttl."""
     if record.get("holder") == HOST_ID and record.get("pid"):
-        return not pid_alive(int(record["pid"]), record.get("pid_start"))
-    return False
+        if pid_alive(int(record["pid"]), record.get("pid_start")):
+            return False
+        return not (record.get("group") and group_alive(int(record["group"])))
+    return bool(record.get("expired"))
 
 
 def _record(row, now: float) -> dict:
     owner = json.loads(row.owner)
     return {**owner, "key": row.key, "token": row.token, "holder": row.holder, "host": owner.get("host"),
-            "pid": row.pid, "pid_start": row.pid_start, "at": row.acquired_at, "heartbeat_at": row.heartbeat_at,
-            "ttl_s": row.ttl_s, "expired": now - row.heartbeat_at > row.ttl_s}
+            "pid": row.pid, "pid_start": row.pid_start, "group": row.pgroup, "at": row.acquired_at,
+            "heartbeat_at": row.heartbeat_at, "ttl_s": row.ttl_s, "expired": now - row.heartbeat_at > row.ttl_s}
 
 
 def holder(store: Store, key: str) -> Optional[dict]:
@@ -168,6 +185,14 @@ class Leases:
             except Exception as e:  # noqa: BLE001 - a database hiccup: try again next period
                 self.log(f"lease heartbeat failed ({type(e).__name__}: {e}); retrying")
 
+    def attach_group(self, pgid: int) -> None:
+        """The holder launched a process group (torchrun and its ranks) that uses these keys: on this
+        host the leases stay live while any process of it runs, even after the holder itself died."""
+        sa = database.sqlalchemy()
+        t = database.tables()["leases"]
+        with self.store.begin() as conn:
+            conn.execute(sa.update(t).where(t.c.key.in_(self.keys), t.c.token == self.token).values(pgroup=int(pgid)))
+
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -201,7 +226,7 @@ def _try_all(store: Store, keys_: list[str], token: str, owner: dict, ttl_s: flo
     pid = os.getpid()
     with store.begin() as conn:
         now = database.now(conn)
-        values = {"token": token, "holder": HOST_ID, "pid": pid, "pid_start": _proc_start(pid),
+        values = {"token": token, "holder": HOST_ID, "pid": pid, "pid_start": _proc_start(pid), "pgroup": None,
                   "owner": json.dumps(owner), "acquired_at": now, "heartbeat_at": now, "ttl_s": float(ttl_s)}
         for key in keys_:
             if database.insert_ignore(conn, t, {"key": key, **values}):
@@ -221,7 +246,7 @@ def _try_all(store: Store, keys_: list[str], token: str, owner: dict, ttl_s: flo
                                .values(**values)).rowcount == 1
             if not won:
                 raise _Blocked(key, current)
-            why = "its process is gone" if not current["expired"] else \
+            why = "its processes are gone" if row.holder == HOST_ID else \
                 f"no heartbeat for {now - row.heartbeat_at:.0f} s (ttl {row.ttl_s:.0f} s)"
             log(f"lease {key}: broke the lease of {current.get('job')!r} (holder {row.holder}, pid {row.pid}): {why}")
             _log(store, conn, "broken", key, row.token,

@@ -25,14 +25,30 @@ from saturn_airflow.store.atomic import write_atomic
 EXIT_PREEMPTED = 75
 
 
+def say(line: str, stream=None) -> None:
+    """A line for the task log. The log is advisory: when its reader is gone (the Airflow task process
+    was killed and the launch is stopping), writing must not end training before its checkpoint."""
+    stream = stream or sys.stdout
+    try:
+        print(line, file=stream, flush=True)
+    except (BrokenPipeError, OSError, ValueError):
+        try:
+            devnull = open(os.devnull, "w")
+            sys.stdout = sys.stderr = devnull
+        except OSError:
+            pass
+
+
 def _write_json(path: str, obj) -> None:
     write_atomic(path, json.dumps(obj))
 
 
 class ProgressReporter:
-    """Rank 0's progress: a ProgressStore record every few seconds and a readable line on stdout."""
+    """Rank 0's progress: a ProgressStore record (spec.progress.ProgressRecord) every few seconds and a
+    readable line on stdout. The record's trail of (time, step) samples is what every reader computes
+    the job's steady rate from (control.rates.estimate); the loss log, when given, gets every step."""
 
-    def __init__(self, *, workload: str, job: str, plan_id: str, parallelism: str, device_ids: list[int],
+    def __init__(self, *, workload: str, job: str, plan_id: str, sweep: str, parallelism: str, device_ids: list[int],
                  store_url: Optional[str], every_s: float = 3.0, loss_log: Optional[str] = None, enabled: bool = True,
                  node: str = ""):
         self.enabled = enabled
@@ -45,77 +61,97 @@ class ProgressReporter:
         if enabled and store_url:
             from saturn_airflow.store.records import ProgressStore, Store
 
-            self.store = ProgressStore(Store(store_url))
+            self.store = ProgressStore(Store(store_url), sweep=sweep)
         self.started_at = time.time()
         self.total = 0
         self.start_step = 0
         self.t_first: Optional[float] = None
         self.last_put = 0.0
         self.last_loss: Optional[float] = None
+        self.trail: list[tuple[float, int]] = []
         self.window: Optional[tuple[float, int]] = None  # (time, step) at the previous record
 
     def _recent_rate(self, now: float, step: int) -> Optional[float]:
-        """Steps per second since the previous record: what the job does now, where the whole-run rate
-        still carries the start and any earlier slow phase (a co-tenant that came and went)."""
+        """Steps per second since the previous record (display only; drift uses the trail)."""
         prev, self.window = self.window, (now, step)
         if prev is None or now <= prev[0] or step <= prev[1]:
             return None
         return (step - prev[1]) / (now - prev[0])
 
+    def _sample(self, now: float, step: int) -> None:
+        from saturn_airflow.spec.progress import TRAIL_EVERY_S, TRAIL_MAX, TRAIL_S
+
+        if not self.trail or now - self.trail[-1][0] >= TRAIL_EVERY_S:
+            self.trail.append((now, step))
+            while len(self.trail) > TRAIL_MAX or (len(self.trail) > 2 and now - self.trail[1][0] >= TRAIL_S):
+                self.trail.pop(0)
+
     def _record(self, state: str, step: int, finished: bool = False) -> dict:
+        from saturn_airflow.spec.progress import JobState, ProgressRecord
+
         now = time.time()
         rate = 0.0
         if self.t_first is not None and step > self.start_step and now > self.t_first:
             rate = (step - self.start_step) / (now - self.t_first)
-        rec = {"plan_id": self.plan_id, "state": state, "step": step, "total": self.total,
-               "rate_steps_per_s": rate, "recent_rate_steps_per_s": self._recent_rate(now, step), "started_at": self.started_at, "updated_at": now,
-               "finished_at": now if finished else None, "parallelism": self.parallelism,
-               "device_ids": self.device_ids, "node": self.node, "start_step": self.start_step, "loss": self.last_loss}
-        return rec
+        rec = ProgressRecord(
+            plan_id=self.plan_id, state=JobState(state), step=step, total=self.total, rate_steps_per_s=rate,
+            recent_rate_steps_per_s=self._recent_rate(now, step), started_at=self.started_at,
+            first_step_at=self.t_first, updated_at=now, finished_at=now if finished else None,
+            trail=list(self.trail), parallelism=self.parallelism, device_ids=self.device_ids, node=self.node or None,
+            start_step=self.start_step, loss=self.last_loss, pid=os.getpid(), launcher_pid=os.getppid())
+        return rec.to_dict()
 
     def _put(self, rec: dict) -> None:
         if self.store is not None:
             try:
                 self.store.put(self.workload, self.job, rec)
             except Exception as e:  # noqa: BLE001 - progress is advisory: never kill training over it
-                print(f"[saturn] progress write failed: {e}", flush=True)
+                say(f"[saturn] progress write failed: {e}")
 
     def start(self, step: int, total: int) -> None:
         if not self.enabled:
             return
         self.total, self.start_step = total, step
         self.t_first = time.time()
+        self.trail = [(self.t_first, step)]
+        if self.loss_log is not None:
+            self.loss_log.write(json.dumps({"start": step, "t": self.t_first, "plan_id": self.plan_id,
+                                            "parallelism": self.parallelism, "device_ids": self.device_ids}) + "\n")
+            self.loss_log.flush()
         self._put(self._record("running", step))
-        print(f"[saturn] {self.job}: {self.parallelism} on devices {self.device_ids}, "
-              f"{'resuming at' if step else 'starting at'} step {step}/{total}", flush=True)
+        say(f"[saturn] {self.job}: {self.parallelism} on devices {self.device_ids}, "
+            f"{'resuming at' if step else 'starting at'} step {step}/{total}")
 
     def update(self, step: int, loss: Optional[float]) -> None:
         if not self.enabled:
             return
         self.last_loss = loss
-        if self.loss_log is not None:
-            self.loss_log.write(json.dumps({"step": step - 1, "loss": loss}) + "\n")
-            self.loss_log.flush()
         now = time.time()
+        self._sample(now, step)
+        if self.loss_log is not None:
+            self.loss_log.write(json.dumps({"step": step - 1, "loss": loss, "t": round(now, 4)}) + "\n")
+            self.loss_log.flush()
         if now - self.last_put >= self.every_s or step == self.total:
             self.last_put = now
             rec = self._record("running", step)
             self._put(rec)
             rate = rec["rate_steps_per_s"]
             eta = (self.total - step) / rate if rate > 0 else float("nan")
-            print(f"[saturn] {self.job}: step {step}/{self.total} ({100.0 * step / max(1, self.total):.0f}%) "
-                  f"{rate:.2f} steps/s ETA {eta:.0f}s loss {loss if loss is None else round(loss, 4)}", flush=True)
+            say(f"[saturn] {self.job}: step {step}/{self.total} ({100.0 * step / max(1, self.total):.0f}%) "
+                f"{rate:.2f} steps/s ETA {eta:.0f}s loss {loss if loss is None else round(loss, 4)}")
 
     def finish(self, state: str, step: int) -> None:
         if not self.enabled:
             return
         self._put(self._record(state, step, finished=True))
-        print(f"[saturn] {self.job}: {state} at step {step}/{self.total}", flush=True)
+        say(f"[saturn] {self.job}: {state} at step {step}/{self.total}")
 
     def fail(self, step: int, message: str) -> None:
+        """This launch failed: the record says interrupted (a retry resumes it); only the training task
+        knows whether an attempt is left, and marks the job failed for good when none is."""
         if not self.enabled:
             return
-        rec = self._record("failed", step, finished=True)
+        rec = self._record("interrupted", step, finished=True)
         rec["error"] = message[:500]
         self._put(rec)
 
@@ -130,6 +166,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--result-dir", required=True)
     p.add_argument("--store", default=None, help="store URL for progress records")
     p.add_argument("--plan-id", default="")
+    p.add_argument("--sweep", default=None, help="the sweep whose progress records this job writes (default: by hand)")
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--ckpt-every-s", type=float, default=None)
     p.add_argument("--ckpt-every-steps", type=int, default=None)
@@ -137,11 +174,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stop-at-step", type=int, default=None, help="act as if preempted at this step (tests)")
     p.add_argument("--loss-log", default=None, help="rank 0 appends {step, loss} JSON lines here")
     p.add_argument("--progress-every-s", type=float, default=3.0)
-    from saturn_airflow.profiling.profiler import DEFAULT_MEASURE, DEFAULT_MEASURE_S, DEFAULT_WARMUP
+    from saturn_airflow.profiling.profiler import DEFAULT_MEASURE, DEFAULT_MEASURE_S, DEFAULT_PRECISION, DEFAULT_WARMUP
 
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
     p.add_argument("--measure", type=int, default=DEFAULT_MEASURE, help="at least this many measured steps")
     p.add_argument("--measure-s", type=float, default=DEFAULT_MEASURE_S, help="and at least this many measured seconds")
+    p.add_argument("--precision", type=float, default=DEFAULT_PRECISION,
+                   help="...unless the median step time is known to this fraction sooner (0: off)")
     p.add_argument("--knob-start", type=int, default=0)
     p.add_argument("--search", choices=("first-fit", "best"), default="first-fit")
     return p.parse_args(argv)
@@ -159,6 +198,7 @@ def _load_workload(path: str):
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.makedirs(args.result_dir, exist_ok=True)
+    os.environ["SATURN_RUNNER_MODE"] = args.mode  # the examples' fault-injection knobs act in train mode only
     stop = None
     # install the handler before the slow imports: a SIGTERM during start-up still means "preempted"
     early = {"term": False}
@@ -171,7 +211,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     from saturn_airflow.execution.launch import die_with_parent
 
-    die_with_parent()  # torchrun gone (its task process killed): this rank goes too
+    die_with_parent()  # torchrun killed outright: stop (checkpoint) too, never train on unguarded devices
     import torch.distributed as dist
 
     from saturn_airflow.execution.devices import ENV_NODE, bind_rank
@@ -182,6 +222,7 @@ def main(argv=None) -> int:
     stop = StopSignal(stop_at_step=args.stop_at_step)
     stop.requested = early["term"]
     progress = None
+    recorder = None
     step_now = 0
     try:
         dist.init_process_group(devices.backend, device_id=devices.device if devices.kind == "cuda" else None)
@@ -192,12 +233,14 @@ def main(argv=None) -> int:
         if args.mode == "trial":
             return _trial(args, devices, job, par)
         from saturn_airflow.execution.checkpoint import CheckpointManager
+        from saturn_airflow.store.files import BY_HAND
 
         ck_root = args.checkpoint_dir or os.path.join(args.result_dir, "checkpoints")
         every_s = args.ckpt_every_s if args.ckpt_every_s is not None else (None if args.ckpt_every_steps else 60.0)
         ckpt = CheckpointManager(ck_root, devices=devices, every_s=every_s, every_steps=args.ckpt_every_steps,
                                  meta={"parallelism": par.name, "world_size": devices.world_size, "knobs": knobs})
-        progress = ProgressReporter(workload=workload.name, job=job.name, plan_id=args.plan_id, parallelism=par.name,
+        progress = ProgressReporter(workload=workload.name, job=job.name, plan_id=args.plan_id,
+                                    sweep=args.sweep or BY_HAND, parallelism=par.name,
                                     device_ids=devices.ids, store_url=args.store, every_s=args.progress_every_s,
                                     loss_log=args.loss_log, enabled=devices.is_main,
                                     node=os.environ.get(ENV_NODE, ""))
@@ -206,15 +249,38 @@ def main(argv=None) -> int:
             nonlocal step_now
             step_now = step
 
+        if devices.is_main and args.store:
+            from saturn_airflow.execution.recorder import JobRecorder
+
+            recorder = JobRecorder(store_url=args.store, workload=workload.name, sweep=args.sweep or BY_HAND, job=job,
+                                   plan_id=args.plan_id, parallelism=par.name, device_ids=devices.ids,
+                                   world_size=devices.world_size, progress=progress, log=say)
+            recorder.start(ckpt.latest_step() or 0)
+        evaluator = None
+        if job.evaluation is not None:
+            from saturn_airflow.execution.evaluation import Evaluator
+
+            evaluator = Evaluator(job, devices, on_result=recorder.evaluated if recorder is not None else None)
         t_ready = time.time()
-        res = par.execute(job, devices, knobs, args.steps or job.steps, ckpt, progress, stop=stop, on_step=on_step)
-        if devices.is_main:
-            _write_json(os.path.join(args.result_dir, "result.json"), {
-                "status": res.status, "step": res.step, "total": res.total, "start_step": res.start_step,
-                "t_ready": t_ready, "t_end": time.time(), "save_s": ckpt.saves, "checkpoint": ck_root,
-                "train_wall_s": res.train_wall_s, "train_cpu_s": res.train_cpu_s, "cpu_s": time.process_time()})
+        res = par.execute(job, devices, knobs, args.steps or job.steps, ckpt, progress, stop=stop, on_step=on_step,
+                          evaluator=evaluator)
+        finished = res.status == "done" and res.step >= job.steps
+        if recorder is not None:
+            recorder.finish("done" if finished else ("paused" if res.status == "done" else res.status), res.step)
+        out = {"status": res.status, "step": res.step, "total": res.total, "start_step": res.start_step,
+               "t_ready": t_ready, "t_end": time.time(), "save_s": ckpt.saves, "checkpoint": ck_root,
+               "train_wall_s": res.train_wall_s, "train_cpu_s": res.train_cpu_s, "cpu_s": time.process_time(),
+               "evaluation": evaluator.last if evaluator is not None else None}
         dist.barrier()
         dist.destroy_process_group()
+        if recorder is not None:  # one process, no group: the checkpoint loads into the plain model
+            export = recorder.export(ck_root) if finished else None
+            out["export"] = export
+            recorder.ended("done" if finished else "preempted", export)
+            recorder = None
+        if devices.is_main:
+            out["t_end"] = time.time()
+            _write_json(os.path.join(args.result_dir, "result.json"), out)
         return 0 if res.status == "done" else EXIT_PREEMPTED
     except BaseException as e:  # noqa: BLE001 - every failure must leave a structured reason
         from saturn_airflow.execution.devices import is_oom
@@ -225,7 +291,10 @@ def main(argv=None) -> int:
             "candidate": _CANDIDATE.get("i")})
         if progress is not None:
             progress.fail(step_now, msg)
-        print(f"[saturn] rank {devices.rank} failed: {msg[:500]}", file=sys.stderr, flush=True)
+        if recorder is not None:
+            recorder.finish("failed", step_now)
+            recorder.ended("failed", None)
+        say(f"[saturn] rank {devices.rank} failed: {msg[:500]}", sys.stderr)
         return 1
 
 
@@ -249,6 +318,7 @@ def _trial(args, devices, job, par) -> int:
     if devices.is_main:
         os.makedirs(rt_dir, exist_ok=True)
     res = par.search(job, devices, warmup=args.warmup, measure=args.measure, measure_s=args.measure_s,
+                     precision=args.precision,
                      first_fit=args.search == "first-fit",
                      start=args.knob_start, on_candidate=on_candidate, roundtrip_dir=rt_dir)
     out = {"status": "ok" if res.feasible else "infeasible", "knobs": res.knobs, "step_s": res.step_s,

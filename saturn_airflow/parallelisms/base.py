@@ -21,15 +21,35 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.execution.devices import Devices, MemoryMeter, synchronize
 
 
 # ---- the job's factories ------------------------------------------------------------------------
 
-def resolve(path: str) -> Callable:
-    """'package.module:attr' -> the object."""
+def resolve(path: str, *, job: Optional[str] = None, role: str = "factory") -> Callable:
+    """'package.module:attr' -> the callable. A path that does not import (or names no callable) is
+    the user's input: SaturnInputError naming the job, the role and the path, never a bare ImportError."""
+    where = f"job {job!r}: " if job else ""
     mod, _, attr = path.partition(":")
-    return getattr(importlib.import_module(mod), attr)
+    try:
+        module = importlib.import_module(mod)
+    except Exception as e:  # noqa: BLE001 - ModuleNotFoundError, or any error raised by the user's module
+        raise SaturnInputError(f"{where}cannot import the {role} {path!r}: {type(e).__name__}: {e}") from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise SaturnInputError(f"{where}cannot import the {role} {path!r}: module {mod!r} has no attribute {attr!r}")
+    if not callable(obj):
+        raise SaturnInputError(f"{where}the {role} {path!r} is a {type(obj).__name__}, not a function or class")
+    return obj
+
+
+def check_factories(job) -> None:
+    """Import the job's model, data and loss factories once, so a wrong path fails as input, up front."""
+    resolve(job.model, job=job.name, role="model factory")
+    resolve(job.data, job=job.name, role="data factory")
+    if job.loss:
+        resolve(job.loss, job=job.name, role="loss")
 
 
 def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -40,7 +60,7 @@ def default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def build_model(job) -> nn.Module:
     """The job's model, seeded so every parallelism and rank starts from the same weights."""
     torch.manual_seed(job.seed)
-    return resolve(job.model)(**job.model_args)
+    return resolve(job.model, job=job.name, role="model factory")(**job.model_args)
 
 
 def make_optimizer(params, spec) -> torch.optim.Optimizer:
@@ -50,12 +70,12 @@ def make_optimizer(params, spec) -> torch.optim.Optimizer:
 
 
 def loss_of(job) -> Callable:
-    return resolve(job.loss) if job.loss else default_loss
+    return resolve(job.loss, job=job.name, role="loss") if job.loss else default_loss
 
 
 def global_batch(job, step: int):
     """The global batch of `step`: the same on every rank, under every parallelism."""
-    return resolve(job.data)(step, job.batch_size, **job.data_args)
+    return resolve(job.data, job=job.name, role="data factory")(step, job.batch_size, **job.data_args)
 
 
 def rows(t, rank: int, world: int):
@@ -64,6 +84,17 @@ def rows(t, rank: int, world: int):
         return type(t)(rows(x, rank, world) for x in t)
     n = t.shape[0] // world
     return t[rank * n:(rank + 1) * n]
+
+
+def _rows_in(t) -> int:
+    return _rows_in(t[0]) if isinstance(t, (tuple, list)) else t.shape[0]
+
+
+def rows_range(t, lo: int, hi: int):
+    """Rows [lo, hi) of a batch (a tensor or a tuple of tensors)."""
+    if isinstance(t, (tuple, list)):
+        return type(t)(rows_range(x, lo, hi) for x in t)
+    return t[lo:hi]
 
 
 def to_device(t, device):
@@ -126,16 +157,43 @@ class Trainer:
         """Train on global batch `step`; return the global mean loss (at least on rank 0)."""
         raise NotImplementedError
 
-    def state_dict(self) -> dict:
-        from torch.distributed.checkpoint.state_dict import get_state_dict
+    def eval_forward(self, inputs) -> Optional[tuple[Any, tuple[int, int]]]:
+        """Collective forward of a whole held-out batch in eval mode, no gradients: this rank's outputs
+        and the rows [lo, hi) of the batch they belong to, or None when this rank holds no outputs.
 
-        msd, osd = get_state_dict(self.model, self.optimizer)
+        Default: every rank runs `self.model` on its contiguous share of the rows (right for any layout
+        where each rank's model maps its rows to their outputs: single, DDP, FSDP). A rank whose share
+        is empty still runs a forward (on one row, discarded) so sharded models' collectives line up.
+        """
+        d = self.devices
+        n = _rows_in(inputs)
+        lo, hi = d.rank * n // d.world_size, (d.rank + 1) * n // d.world_size
+        x = rows_range(inputs, lo, hi) if hi > lo else rows_range(inputs, 0, 1)
+        x = to_device(x, getattr(self, "input_device", None) or d.device)
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(x)
+        finally:
+            self.model.train(was)
+        return out, (lo, hi if hi > lo else lo)
+
+    def state_dict(self) -> dict:
+        """Model and optimizer state keyed by the full model's parameter names, the optimizer's
+        hyper-parameters too (`flatten_optimizer_state_dict`): DCP writes one copy of every non-tensor
+        entry, so the default index-keyed `param_groups.0.*` of two pipeline stages (each holding other
+        parameters) collided, and a stage resumed with the other's group (KeyError 'betas')."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        msd, osd = get_state_dict(self.model, self.optimizer, options=StateDictOptions(flatten_optimizer_state_dict=True))
         return {"model": msd, "optim": osd}
 
     def load_state_dict(self, sd: dict) -> None:
-        from torch.distributed.checkpoint.state_dict import set_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        set_state_dict(self.model, self.optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+        set_state_dict(self.model, self.optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"],
+                       options=StateDictOptions(flatten_optimizer_state_dict=True))
 
 
 class DataParallelTrainer(Trainer):
@@ -172,6 +230,21 @@ class SearchResult:
     @property
     def feasible(self) -> bool:
         return self.step_s is not None and self.reason is None
+
+
+PRECISE_MIN_STEPS = 8
+
+
+def known_to(samples: list[float], precision: float) -> bool:
+    """True when the median of `samples` is known to within `precision` (relative half-width of a 95%
+    interval, from the median absolute deviation: robust to a co-tenant's bursts)."""
+    n = len(samples)
+    if precision <= 0 or n < PRECISE_MIN_STEPS:
+        return False
+    med = statistics.median(samples)
+    mad = statistics.median(abs(x - med) for x in samples)
+    half = 1.96 * 1.2533 * 1.4826 * mad / n ** 0.5
+    return med > 0 and half <= precision * med
 
 
 @dataclass
@@ -242,7 +315,7 @@ class Parallelism:
 
     # -- the two methods of the template --
     def search(self, job, devices: Devices, *, warmup: int = 3, measure: int = 5, measure_s: float = 3.0,
-               first_fit: bool = True,
+               precision: float = 0.0, first_fit: bool = True,
                start: int = 0, on_candidate: Optional[Callable[[int, dict], None]] = None,
                roundtrip_dir: Optional[str] = None) -> SearchResult:
         """Tune knobs on these devices: measure candidates in order, return the first that fits
@@ -261,7 +334,7 @@ class Parallelism:
             if on_candidate:
                 on_candidate(i, knobs)
             res = self.measure(job, devices, knobs, warmup=warmup, measure=measure, measure_s=measure_s,
-                               roundtrip_dir=roundtrip_dir)
+                               precision=precision, roundtrip_dir=roundtrip_dir)
             tried.append({"knobs": knobs, "step_s": res.step_s})
             if best is None or res.step_s < best.step_s:
                 best = res
@@ -274,9 +347,12 @@ class Parallelism:
         return best
 
     def execute(self, job, devices: Devices, knobs: dict, steps: int, checkpoint=None, progress=None, *,
-                stop: Optional[StopSignal] = None, on_step: Optional[Callable[[int, float], None]] = None) -> ExecResult:
+                stop: Optional[StopSignal] = None, on_step: Optional[Callable[[int, float], None]] = None,
+                evaluator=None) -> ExecResult:
         """Train `job` up to step `steps` (resuming from `checkpoint`'s latest), checkpointing on its
-        schedule, stopping (with a save) when all ranks agree on a stop."""
+        schedule, stopping (with a save) when all ranks agree on a stop. `evaluator`
+        (execution.evaluation.Evaluator) runs right after each step it is due at, so a checkpoint at
+        step s always comes after the evaluation at s and a resume never repeats or skips one."""
         trainer = self.build(job, devices, knobs)
         start = checkpoint.load(trainer) if checkpoint is not None else 0
         stop = stop or StopSignal()
@@ -308,6 +384,8 @@ class Parallelism:
                 on_step(step, loss)
             if progress is not None:
                 progress.update(step, loss)
+            if evaluator is not None and evaluator.due(step, job.steps):
+                evaluator.run(trainer, step)
         res = result("done", steps)
         if checkpoint is not None and steps > start:
             checkpoint.save(trainer, steps)  # the trained model, and "done" survives a lost progress record
@@ -317,9 +395,12 @@ class Parallelism:
 
     # -- measurement, shared by every parallelism --
     def measure(self, job, devices: Devices, knobs: dict, *, warmup: int, measure: int, measure_s: float = 3.0,
-                max_steps: int = 400, roundtrip_dir: Optional[str] = None) -> SearchResult:
+                max_steps: int = 400, roundtrip_dir: Optional[str] = None, precision: float = 0.0) -> SearchResult:
         """Build, run warm-up steps, time at least `measure` steps and `measure_s` seconds with the
         runner's own per-step overhead (the stop agreement), then time a checkpoint save and load.
+        With `precision` > 0 the timing stops before `measure_s` once the median step time is known to
+        that fraction (95% interval from the steps' spread, at least PRECISE_MIN_STEPS steps): more steps
+        would not change the prediction, whose error is dominated by launch-to-launch variation.
         Per-step time is the max over ranks (the slowest rank sets the pace), reported as the median
         (robust to a co-tenant's bursts), with process CPU time alongside.
         """
@@ -341,7 +422,7 @@ class Parallelism:
             # rank 0 decides when enough was measured (>= `measure` steps and >= measure_s seconds);
             # the same all-reduce the training loop does every step makes every rank stop together
             stop.requested = devices.is_main and s >= warmup + measure and (
-                t0 - t_measure >= measure_s or s >= warmup + max_steps)
+                t0 - t_measure >= measure_s or s >= warmup + max_steps or known_to(wall, precision))
             if stop.agree(s, False, devices)[0]:
                 break
             trainer.step(s)

@@ -77,6 +77,50 @@ class PipelineTrainer(Trainer):
         return float(loss)
 
 
+    def eval_forward(self, inputs):
+        """The whole held-out batch through the stages in order, activations sent point to point (no
+        schedule: its microbatch shapes were fixed for training); the last stage holds the outputs."""
+        d = self.devices
+        first, last = d.rank == 0, d.rank == self.n_stages - 1
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                h = to_device(inputs, d.device) if first else _recv_tensor(d.rank - 1, d.device)
+                h = self.model(h)
+                if not last:
+                    _send_tensor(h, d.rank + 1)
+        finally:
+            self.model.train(was)
+        n = inputs[0].shape[0] if isinstance(inputs, (tuple, list)) else inputs.shape[0]
+        return (h, (0, n)) if last else None
+
+
+_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.bool]
+_MAX_DIMS = 8
+
+
+def _send_tensor(t: torch.Tensor, dst: int) -> None:
+    """A tensor of any shape and dtype to rank `dst`: a fixed-size header (ndim, dtype, shape), then the data."""
+    if t.dim() > _MAX_DIMS:
+        raise ValueError(f"pipeline evaluation sends activations of at most {_MAX_DIMS} dimensions, not {t.dim()}")
+    head = torch.zeros(2 + _MAX_DIMS, dtype=torch.int64)
+    head[0], head[1] = t.dim(), _DTYPES.index(t.dtype)
+    head[2:2 + t.dim()] = torch.tensor(t.shape, dtype=torch.int64)
+    dist.send(head.to(t.device), dst)
+    dist.send(t.contiguous(), dst)
+
+
+def _recv_tensor(src: int, device) -> torch.Tensor:
+    head = torch.zeros(2 + _MAX_DIMS, dtype=torch.int64, device=device)
+    dist.recv(head, src)
+    head = head.cpu()
+    ndim, dtype = int(head[0]), _DTYPES[int(head[1])]
+    t = torch.empty([int(x) for x in head[2:2 + ndim]], dtype=dtype, device=device)
+    dist.recv(t, src)
+    return t
+
+
 class Pipeline(Parallelism):
     name = "pipeline"
     min_devices = 2
@@ -87,7 +131,7 @@ class Pipeline(Parallelism):
         import torch.nn as tnn  # the factory is plain Python: call it cheaply on the meta device
 
         with torch.device("meta"):
-            model = resolve(job.model)(**job.model_args)
+            model = resolve(job.model, job=job.name, role="model factory")(**job.model_args)
         if not isinstance(model, tnn.Sequential):
             return f"pipeline needs a torch.nn.Sequential model; {job.model} returns {type(model).__name__}"
         if len(model) < n_devices:

@@ -37,11 +37,13 @@ def _assignments(inst: Instance, placements: list[Placement]) -> list[Assignment
     return out
 
 
-def _validate_args(solver: str, time_limit: float, baseline: Optional[str]) -> None:
+def _validate_args(solver: str, time_limit: float, baseline: Optional[str], tolerance: float) -> None:
     if solver not in SOLVERS:
         raise SaturnInputError(f"unknown solver {solver!r} (known: {', '.join(SOLVERS)})")
     if not (isinstance(time_limit, (int, float)) and time_limit > 0 and time_limit < float("inf")):
         raise SaturnInputError(f"time limit must be a positive number of seconds, got {time_limit!r}")
+    if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
+        raise SaturnInputError(f"gap tolerance must be a fraction in [0, 1), got {tolerance!r}")
     if baseline is not None and baseline not in BASELINES:
         raise SaturnInputError(f"unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
 
@@ -49,31 +51,42 @@ def _validate_args(solver: str, time_limit: float, baseline: Optional[str]) -> N
 def plan_table(table: ProfileTable, *, solver: Optional[str] = None, time_limit: Optional[float] = None,
                baseline: Optional[str] = None, workload: str = "workload", parent_plan_id: Optional[str] = None,
                pinned: Optional[dict[str, PinnedJob]] = None, seed: int = 0,
-               progress: Optional[Callable[[str], None]] = None) -> Plan:
+               progress: Optional[Callable[[str], None]] = None, tolerance: Optional[float] = None) -> Plan:
     """A valid plan for `table`: the named baseline, or the optimizer's best within `time_limit` seconds
-    (defaults: the `solver` and `time_limit` settings)."""
+    (defaults: the `solver` and `time_limit` settings).
+
+    The optimizer returns as soon as its plan is proven optimal, or within `tolerance` (a fraction;
+    default the `gap_tolerance` setting) of the lower bound; `time_limit` is only a ceiling."""
     solver = settings.solver() if solver is None else solver
     time_limit = settings.time_limit() if time_limit is None else time_limit
-    _validate_args(solver, time_limit, baseline)
+    tolerance = settings.gap_tolerance() if tolerance is None else tolerance
+    _validate_args(solver, time_limit, baseline, tolerance)
     t0 = time.monotonic()
     inst = build_instance(table, pinned)
     lb = instance_lower_bound(inst)
     extra: dict = {}
+    proven = False
     if baseline is not None:
         placements = run_baseline(baseline, inst, seed)
         info = {"name": baseline, "status": "heuristic"}
     else:
-        outcome = optimize(inst, lb, solver=solver, time_limit=time_limit, seed=seed, progress=progress)
+        outcome = optimize(inst, lb, solver=solver, time_limit=time_limit, seed=seed, progress=progress,
+                           tolerance=tolerance)
         sol = outcome.solution
         placements = list_schedule(inst, sol.order, sol.choice)
         info = {"name": solver, "status": "feasible" if outcome.used_milp else "heuristic"}
         extra = {"heuristic_makespan_s": outcome.heuristic_makespan, "milp_runs": outcome.milp_runs,
-                 "source": sol.source}
+                 "source": sol.source, "tolerance": tolerance}
+        if outcome.exact:
+            extra["exact"] = outcome.exact
+        lb = max(lb, outcome.bound)
+        proven = outcome.proven
     assignments = _assignments(inst, placements)
     span = max((a.end_s for a in assignments), default=0.0)
+    lb = min(lb, span) if proven else lb  # a proof makes the plan's own makespan the bound
     gap = 0.0 if span <= 0 else max(0.0, (span - lb) / span)
-    if gap <= 1e-6:
-        info["status"] = "optimal" if baseline is None else info["status"]
+    if baseline is None and (proven or gap <= 1e-6):
+        info["status"] = "optimal"
     plan = Plan(
         plan_id=new_plan_id(workload), workload=workload, parent_plan_id=parent_plan_id, created_at=now_iso(),
         makespan_s=span, lower_bound_s=lb,

@@ -1,6 +1,8 @@
-"""The anytime optimizer: heuristic warm start, then the time-indexed MILP (whole, or per node for big
-instances), then a short local-search polish; the best solution seen is kept, so the result is never
-worse than the warm start.
+"""The anytime optimizer: a quick heuristic plan; an exact search on small instances (a proof of
+optimality ends planning there); otherwise the annealing, the time-indexed MILP (whole, or per node for
+big instances) and a short local-search polish. The best solution seen is kept, so the result is never
+worse than the warm start, and every phase stops once the plan is within `tolerance` of the best
+lower bound: the time limit is a ceiling, not a target.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from saturn_airflow.planner.exact import solve_exact
 from saturn_airflow.planner.heuristics import Solution, heuristic, local_search
 from saturn_airflow.planner.instance import Instance
 from saturn_airflow.planner.milp import build_time_indexed, extract, slot_count
@@ -21,6 +24,11 @@ DECOMPOSE_NODES = 2  # measured: per-node beats one joint model already at 32 jo
 MIN_SOLVE_S = 1.0
 HEURISTIC_SHARE = 0.6  # measured: in 30 s the MILP rarely beats more annealing (docs/benchmarks-planner.md)
 SOLVER_SHARE = 0.85
+QUICK_S = 0.05  # the first heuristic plan: constructions and a short annealing
+EXACT_MAX_JOBS = 12  # the exact search is tried up to this many free jobs (docs/benchmarks-planner.md)
+EXACT_SHARE = 0.5  # of the time limit, at most...
+EXACT_MAX_S = 5.0  # ...and at most this: 8 distinct jobs on 8 GPUs take 0.3-4 s, more jobs rarely finish
+EXACT_GOOD_ENOUGH_S = 1.0  # the proof attempt for a plan already within the tolerance
 
 
 @dataclass
@@ -29,6 +37,9 @@ class Outcome:
     heuristic_makespan: float
     milp_runs: list[dict] = field(default_factory=list)
     used_milp: bool = False
+    bound: float = 0.0  # the best lower bound known on every plan's makespan
+    proven: bool = False  # the exact search finished: the solution is optimal
+    exact: dict = field(default_factory=dict)  # what the exact search did (nodes, seconds), if it ran
 
 
 def _log(progress: Optional[Callable[[str], None]], msg: str) -> None:
@@ -46,7 +57,7 @@ def should_decompose(inst: Instance) -> bool:
 
 
 def _milp_step(inst: Instance, best: Solution, jobs, nodes, solver: str, budget: float,
-               progress, runs: list[dict]) -> Solution:
+               progress, runs: list[dict], tolerance: float = 0.0) -> Solution:
     """One model over `jobs` on `nodes`, warm-started from `best`; returns the better of the two."""
     slots = slot_count(inst, jobs, nodes, budget)
     if not slots:
@@ -62,7 +73,7 @@ def _milp_step(inst: Instance, best: Solution, jobs, nodes, solver: str, budget:
         run["skipped"] = "no time left after building the model"
         runs.append(run)
         return best
-    res = solve(ti.model, solver, SOLVER_SHARE * left - 0.5)  # solvers overrun their limits a little
+    res = solve(ti.model, solver, SOLVER_SHARE * left - 0.5, mip_gap=tolerance)  # solvers overrun their limits a little
     run.update(termination=res.termination, solve_s=round(res.time_s, 3), has_solution=res.has_solution)
     cand = extract(inst, ti, best) if res.has_solution else None
     run["makespan_s"] = None if cand is None else cand.makespan
@@ -81,31 +92,61 @@ def _node_makespans(inst: Instance, sol: Solution) -> dict[int, float]:
     return out
 
 
+def within(span: float, bound: float, tolerance: float) -> bool:
+    """True when a plan of makespan `span` cannot be beaten by more than `tolerance` (a fraction of it)."""
+    return span <= bound * (1 + 1e-9) or (span > 0 and (span - bound) / span <= tolerance)
+
+
 def optimize(inst: Instance, lower_bound: float, *, solver: str, time_limit: float,
-             seed: int = 0, progress=None) -> Outcome:
+             seed: int = 0, progress=None, tolerance: float = 0.0) -> Outcome:
     t0 = time.monotonic()
     deadline = t0 + time_limit
     jobs = inst.free_jobs
     if not jobs:
-        return Outcome(Solution([], {}, (lower_bound, 0.0), "pinned-only"), lower_bound)
+        return Outcome(Solution([], {}, (lower_bound, 0.0), "pinned-only"), lower_bound, bound=lower_bound, proven=True)
+    target = lower_bound / (1 - tolerance) if tolerance < 1 else float("inf")
+    _log(progress, f"heuristic warm start for {len(jobs)} jobs")
+    best = heuristic(inst, lower_bound, seed=seed, budget_s=min(QUICK_S, 0.1 * time_limit), target=target)
+    out = Outcome(best, best.makespan, bound=lower_bound)
+    _log(progress, f"heuristic plan {best.makespan:.0f}s (lower bound {lower_bound:.0f}s)")
+    good_enough = within(best.makespan, lower_bound, tolerance)
+    if best.makespan <= lower_bound * (1 + 1e-9) or (good_enough and len(jobs) > EXACT_MAX_JOBS):
+        return out
+    if len(jobs) <= EXACT_MAX_JOBS:
+        # small: prove it (a plan already good enough gets a short try only)
+        budget = min(EXACT_GOOD_ENOUGH_S if good_enough else EXACT_MAX_S, EXACT_SHARE * (deadline - time.monotonic()))
+        ex = solve_exact(inst, best, time_limit=budget, lower_bound=lower_bound)
+        out.exact = {"proven": ex.proven, "nodes": ex.nodes, "time_s": round(ex.time_s, 3)}
+        if ex.solution is not None and ex.solution.score < best.score:
+            best = ex.solution
+        _log(progress, f"exact search: {'optimal' if ex.proven else 'cut short'} after {ex.nodes} nodes in "
+             f"{ex.time_s:.1f}s, plan {best.makespan:.0f}s")
+        if ex.proven:
+            out.solution, out.bound, out.proven = best, max(lower_bound, ex.bound), True
+            return out
+        if within(best.makespan, lower_bound, tolerance):
+            out.solution = best
+            return out
     if time_limit >= 2 * MIN_SOLVE_S:
         import pyomo.environ  # noqa: F401  (seconds on a first import: pay it before splitting the budget)
-    _log(progress, f"heuristic warm start for {len(jobs)} jobs")
-    best = heuristic(inst, lower_bound, seed=seed, budget_s=heuristic_budget(len(jobs), deadline - time.monotonic()))
-    out = Outcome(best, best.makespan)
-    _log(progress, f"heuristic plan {best.makespan:.0f}s (lower bound {lower_bound:.0f}s)")
-    if best.makespan <= lower_bound * (1 + 1e-9):
+    left = deadline - time.monotonic()
+    best = heuristic(inst, lower_bound, seed=seed, budget_s=heuristic_budget(len(jobs), left), extra=[best],
+                     target=target)
+    out.heuristic_makespan = min(out.heuristic_makespan, best.makespan)
+    if within(best.makespan, lower_bound, tolerance):
+        out.solution = best
         return out
     polish = min(0.05 * time_limit, 0.3 + 0.005 * len(jobs))
     milp_budget = deadline - time.monotonic() - polish
     if milp_budget >= MIN_SOLVE_S:
         if should_decompose(inst):
-            best = _per_node(inst, best, solver, milp_budget, progress, out.milp_runs, lower_bound, seed)
+            best = _per_node(inst, best, solver, milp_budget, progress, out.milp_runs, lower_bound, seed, tolerance)
         else:
-            best = _milp_step(inst, best, jobs, None, solver, milp_budget, progress, out.milp_runs)
+            best = _milp_step(inst, best, jobs, None, solver, milp_budget, progress, out.milp_runs, tolerance)
     left = deadline - time.monotonic()
-    if left > 0.05 and best.makespan > lower_bound * (1 + 1e-9):
-        best = min(best, local_search(inst, best, random.Random(seed + 1), time.monotonic() + left), key=lambda s: s.score)
+    if left > 0.05 and not within(best.makespan, lower_bound, tolerance):
+        best = min(best, local_search(inst, best, random.Random(seed + 1), time.monotonic() + left, target=target),
+                   key=lambda s: s.score)
     out.solution = best
     out.used_milp = any("termination" in r for r in out.milp_runs)
     return out
@@ -117,7 +158,7 @@ def _node_view(inst: Instance, node: int) -> Instance:
 
 
 def _per_node(inst: Instance, best: Solution, solver: str, budget: float, progress, runs, lower_bound: float,
-              seed: int = 0) -> Solution:
+              seed: int = 0, tolerance: float = 0.0) -> Solution:
     """Decomposition: the heuristic assigns jobs to nodes; then the node that ends last gets its own
     annealing (32 jobs evaluate ~16x faster than 500) and its own MILP, and so on while time is left."""
     end_at = time.monotonic() + budget
@@ -127,7 +168,7 @@ def _per_node(inst: Instance, best: Solution, solver: str, budget: float, progre
         left = end_at - time.monotonic()
         spans = _node_makespans(inst, best)
         todo = [n for n in sorted(spans, key=lambda n: -spans[n]) if n not in done and spans[n] > lower_bound * (1 + 1e-9)]
-        if not todo or left < 0.1:
+        if not todo or left < 0.1 or within(best.makespan, lower_bound, tolerance):
             return best
         n = todo[0]
         done.add(n)
@@ -144,7 +185,7 @@ def _per_node(inst: Instance, best: Solution, solver: str, budget: float, progre
             best = merged
         if share / 2 >= MIN_SOLVE_S:
             best = _milp_step(inst, best, [j for j in best.order if best.choice[j].node == n], {n}, solver,
-                              share / 2, progress, runs)
+                              share / 2, progress, runs, tolerance)
 
 
 def _merge(inst: Instance, best: Solution, node: int, sub: Solution) -> Solution:

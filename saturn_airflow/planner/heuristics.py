@@ -82,14 +82,15 @@ def _energy(score: tuple[float, float], n: int) -> float:
 
 
 def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: float, max_moves: int = 10_000_000,
-                 temperature: float = 0.02) -> Solution:
+                 temperature: float = 0.02, target: float = 0.0) -> Solution:
     """Simulated annealing over random moves (change a job's option, swap two jobs, move a job), scored by
     the list scheduler; the temperature (a fraction of the makespan) cools geometrically to zero by the
-    deadline. Returns the best solution seen, so never worse than `start`."""
+    deadline. Stops early once a makespan of `target` or less is found (nothing left to gain).
+    Returns the best solution seen, so never worse than `start`."""
     cur = Solution(list(start.order), dict(start.choice), start.score, start.source)
     best = Solution(list(cur.order), dict(cur.choice), cur.score, cur.source)
     n = len(cur.order)
-    if n < 2 and not any(len(inst.options[j]) > 1 for j in cur.order):
+    if (n < 2 and not any(len(inst.options[j]) > 1 for j in cur.order)) or best.makespan <= target:
         return best
     multi = [j for j in cur.order if len(inst.options[j]) > 1]
     base_free = GpuState(inst).free
@@ -158,6 +159,8 @@ def local_search(inst: Instance, start: Solution, rng: random.Random, deadline: 
             cur.score, e_cur = score, e_new
             if score < best.score:
                 best = Solution(list(order), dict(choice), score, best.source)
+                if score[0] <= target:
+                    break
         else:
             undo()
             for k, v in saved.items():
@@ -186,8 +189,9 @@ def _swapped(order: list[int], a: int, b: int) -> list[int]:
 
 
 def heuristic(inst: Instance, lower_bound: float, seed: int = 0, budget_s: float = 1.0,
-              extra: Optional[list[Solution]] = None) -> Solution:
-    """Best of the constructions (and `extra` starts), each of the best few improved by local search."""
+              extra: Optional[list[Solution]] = None, target: float = 0.0) -> Solution:
+    """Best of the constructions (and `extra` starts), each of the best few improved by local search,
+    stopping as soon as one reaches `target` (e.g. the lower bound plus the tolerated gap)."""
     t0 = time.monotonic()
     rng = random.Random(seed)
     starts = constructions(inst, lower_bound, t0 + 0.35 * budget_s) + list(extra or [])
@@ -202,9 +206,9 @@ def heuristic(inst: Instance, lower_bound: float, seed: int = 0, budget_s: float
     best = top[0]
     for i, s in enumerate(top):
         left = t0 + budget_s - time.monotonic()
-        if left <= 0:
+        if left <= 0 or best.makespan <= target:
             break
-        cand = local_search(inst, s, rng, time.monotonic() + left / (len(top) - i))
+        cand = local_search(inst, s, rng, time.monotonic() + left / (len(top) - i), target=target)
         if cand.score < best.score:
             best = cand
     return best

@@ -56,13 +56,13 @@ def _quiet_pyomo():
     logging.getLogger("pyomo").setLevel(logging.ERROR)
 
 
-def solve_highs(model, time_limit: float) -> SolveResult:
+def solve_highs(model, time_limit: float, mip_gap: float = MIP_GAP) -> SolveResult:
     from pyomo.contrib.appsi.solvers.highs import Highs
 
     _quiet_pyomo()
     opt = Highs()
     opt.config.time_limit = max(0.1, time_limit)
-    opt.config.mip_gap = MIP_GAP
+    opt.config.mip_gap = max(MIP_GAP, mip_gap)
     opt.config.load_solution = False
     opt.config.warmstart = True
     opt.config.stream_solver = False
@@ -76,7 +76,7 @@ def solve_highs(model, time_limit: float) -> SolveResult:
                        res.best_feasible_objective, res.best_objective_bound, time.monotonic() - t0)
 
 
-def solve_cbc(model, time_limit: float) -> SolveResult:
+def solve_cbc(model, time_limit: float, mip_gap: float = MIP_GAP) -> SolveResult:
     """CBC with a hard wall-clock limit. CBC can spend minutes in preprocessing that `-sec` cannot interrupt
     (measured: 136 s on a 30 s limit), so Pyomo's `timelimit` is used, which also kills the process on
     overrun. That loses CBC's incumbent, which is acceptable here: the caller keeps its warm
@@ -89,7 +89,7 @@ def solve_cbc(model, time_limit: float) -> SolveResult:
 
     _quiet_pyomo()
     opt = pyo.SolverFactory("cbc", executable=cbc_path())
-    opt.options.update({"timeMode": "elapsed", "ratioGap": MIP_GAP, "threads": 1})
+    opt.options.update({"timeMode": "elapsed", "ratioGap": max(MIP_GAP, mip_gap), "threads": 1})
     t0 = time.monotonic()
     try:
         res = opt.solve(model, load_solutions=False, warmstart=True, tee=False, timelimit=max(1, int(time_limit)))
@@ -104,9 +104,10 @@ def solve_cbc(model, time_limit: float) -> SolveResult:
     return SolveResult("cbc", str(term), has, obj, bound if isinstance(bound, (int, float)) else None, time.monotonic() - t0)
 
 
-def solve(model, solver: str, time_limit: float) -> SolveResult:
+def solve(model, solver: str, time_limit: float, mip_gap: float = MIP_GAP) -> SolveResult:
+    """Solve until `time_limit` seconds or a relative gap of `mip_gap` to the solver's own bound."""
     if solver == "highs":
-        return solve_highs(model, time_limit)
+        return solve_highs(model, time_limit, mip_gap)
     if solver == "cbc":
-        return solve_cbc(model, time_limit)
+        return solve_cbc(model, time_limit, mip_gap)
     raise SaturnInputError(f"unknown solver {solver!r} (known: {', '.join(SOLVERS)})")

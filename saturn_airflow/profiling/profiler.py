@@ -28,11 +28,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from saturn_airflow.spec.cluster import Cluster
 from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable, undominated
 from saturn_airflow.store.records import Store
-from saturn_airflow.spec.workload import JobSpec, Workload
+from saturn_airflow.spec.workload import JobSpec, Workload, evaluation_steps
 
 PROFILER_VERSION = "2"
 # Measurement defaults; the environment may override them (e.g. short trials for end-to-end tests).
@@ -40,6 +39,9 @@ DEFAULT_WARMUP = int(os.environ.get("SATURN_PROFILE_WARMUP", 3))
 DEFAULT_MEASURE = int(os.environ.get("SATURN_PROFILE_MEASURE", 5))  # at least this many measured steps...
 DEFAULT_MEASURE_S = float(os.environ.get("SATURN_PROFILE_MEASURE_S", 3.0))  # ...and this many seconds of them
 DEFAULT_TRIAL_TIMEOUT_S = float(os.environ.get("SATURN_PROFILE_TRIAL_TIMEOUT_S", 300.0))
+# ...unless the median step time is known to this fraction sooner (0: always measure_s); more steps would
+# not change the prediction, whose error is launch-to-launch variation (docs/benchmarks-torch.md)
+DEFAULT_PRECISION = float(os.environ.get("SATURN_PROFILE_PRECISION", 0.02))
 # Close calls: when the runner-up on the same device count is within this fraction of the fastest, the
 # fastest gets a second trial (fresh processes) and the two are averaged. Picking the minimum of noisy
 # trials favours the one that got lucky (measured here: a 2-rank gloo pipeline ran one trial at 0.079
@@ -58,7 +60,14 @@ def input_signature(job: JobSpec) -> list:
             return [sig(x) for x in t]
         return [list(t.shape), str(t.dtype)]
 
-    return sig(global_batch(job, 0))
+    try:
+        batch = global_batch(job, 0)
+    except SaturnInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's factory failed on its own arguments
+        raise SaturnInputError(f"job {job.name!r}: the data factory {job.data!r} failed on step 0: "
+                               f"{type(e).__name__}: {e}") from None
+    return sig(batch)
 
 
 def speed_fields(job: JobSpec, signature: Optional[list] = None) -> dict:
@@ -119,7 +128,7 @@ class Trial:
 
 
 def run_trial(workload_path: str, job: str, parallelism: str, device_ids: list[int], *, warmup: int = DEFAULT_WARMUP,
-              measure: int = DEFAULT_MEASURE, measure_s: float = DEFAULT_MEASURE_S,
+              measure: int = DEFAULT_MEASURE, measure_s: float = DEFAULT_MEASURE_S, precision: float = 0.0,
               timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S, log: Callable[[str], None] = lambda s: None) -> dict:
     """One trial in fresh torchrun processes; an OOM on a knob candidate relaunches from the next one."""
     from saturn_airflow.execution.launch import launch_runner
@@ -131,7 +140,7 @@ def run_trial(workload_path: str, job: str, parallelism: str, device_ids: list[i
         try:
             out = launch_runner(["--workload", workload_path, "--job", job, "--parallelism", parallelism,
                                  "--mode", "trial", "--warmup", str(warmup), "--measure", str(measure),
-                                 "--measure-s", str(measure_s),
+                                 "--measure-s", str(measure_s), "--precision", str(precision),
                                  "--knob-start", str(start)], device_ids, result_dir=rdir, log=log,
                                 timeout_s=timeout_s)
             cand = None
@@ -201,22 +210,39 @@ class ProfileStats:
     pruned_dominated: int = 0
     static_infeasible: int = 0
     configs_dropped_dominated: int = 0
+    skipped_by_bound: int = 0
     wall_s: float = 0.0
     trial_device_s: float = 0.0
     trials: list = field(default_factory=list)
 
 
+STRATEGIES = ("guided", "full")
+GUIDED_ROUNDS = 6  # rounds of "which trials could change the plan" before measuring the rest outright
+
+
 def profile_workload(workload: Workload, *, store: Optional[Store] = None, devices: Optional[list[int]] = None,
                      progress: Optional[Callable[[str], None]] = None, jobs: Optional[list[str]] = None,
                      use_cache: bool = True, warmup: int = DEFAULT_WARMUP, measure: int = DEFAULT_MEASURE,
-                     measure_s: float = DEFAULT_MEASURE_S,
+                     measure_s: float = DEFAULT_MEASURE_S, precision: float = DEFAULT_PRECISION,
                      trial_timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S, reduce: str = "per-count",
-                     ckpt_every_s: Optional[float] = None, confirm_within: float = DEFAULT_CONFIRM_WITHIN) -> ProfileTable:
+                     ckpt_every_s: Optional[float] = None, confirm_within: float = DEFAULT_CONFIRM_WITHIN,
+                     strategy: Optional[str] = None, tolerance: Optional[float] = None) -> ProfileTable:
     """Profile `workload`'s jobs (or those named) on `devices` (default: all of this machine's) and
-    return the profile table; `table.profile_stats` says what it cost and what the cache and pruning saved."""
+    return the profile table; `table.profile_stats` says what it cost and what the cache and pruning saved.
+
+    strategy "full" measures every config (largest device count first, so an out-of-memory prunes the
+    smaller counts); "guided" measures each job's smallest device count that fits, then only the larger
+    counts that could still shorten the plan by more than `tolerance` and more than they cost
+    (profiling/worth.py); configs never measured are absent from the table.
+    """
     from saturn_airflow.execution.devices import available_devices, device_type_name
     from saturn_airflow.parallelisms import get_parallelism
 
+    from saturn_airflow import settings
+
+    strategy = settings.profile_strategy() if strategy is None else strategy
+    if strategy not in STRATEGIES:
+        raise SaturnInputError(f"unknown profiling strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     t_start = time.time()
     say = progress or (lambda s: None)
     store = store or Store()
@@ -227,6 +253,10 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
     max_node = max(n.gpus for n in workload.cluster.nodes)
     n_max = min(len(devices), max_node)
     selected = [workload.job(n) for n in jobs] if jobs else list(workload.jobs)
+    from saturn_airflow.parallelisms.base import check_factories
+
+    for j in selected:  # a wrong import path is the user's input, named before any trial starts
+        check_factories(j)
     stats = ProfileStats()
     pars = {}
     for j in selected:
@@ -292,13 +322,14 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
         say(f"[profile] {label(t)} ({source}): {what}")
         launched(t, result, source)
 
-    def blocker(t: Trial) -> Optional[str]:
-        """'wait' while an earlier trial decides this one; a reason string if it is pruned; None if ready."""
+    def blocker(t: Trial, batch: set) -> Optional[str]:
+        """'wait' while an earlier trial of this batch decides this one; a reason string if it is pruned;
+        None if ready."""
         for n2 in device_counts(n_max):
             if n2 <= t.n:
                 break
             prev = trials.get((t.group, t.parallelism, n2))
-            if prev is None:
+            if prev is None or (prev.result is None and id(prev) not in batch):
                 continue
             if prev.result is None:
                 return "wait"
@@ -309,30 +340,39 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
             other = trials.get((t.group, dom, t.n))
             if other is not None:
                 if other.result is None:
-                    return "wait"
+                    return "wait" if id(other) in batch else None
                 if other.result["status"] == "ok":
                     return f"pruned: {dom} fits on {t.n} devices and {t.parallelism} cannot beat it there"
         return None
 
-    free = list(devices)
-    done_q: "queue.Queue[tuple[Trial, dict, list[int]]]" = queue.Queue()
-    running = 0
-    pending = list(trials.values())
-    try:
+    def from_cache(t: Trial) -> bool:
+        if not use_cache:
+            return False
+        hit = store.read_json(f"profiles/{t.key_id}.json")
+        if hit and hit.get("key") == t.key:
+            stats.cache_hits += 1
+            resolve(t, hit["result"], "cache")
+            return True
+        return False
+
+    def run_batch(batch_trials: list[Trial]) -> None:
+        """Resolve these trials: from the cache, by pruning, or by running them, as many at once as fit
+        on disjoint devices (largest first)."""
+        pending = [t for t in batch_trials if t.result is None]
+        batch = {id(t) for t in pending}
+        free = list(devices)
+        done_q: "queue.Queue[tuple[Trial, dict, list[int]]]" = queue.Queue()
+        running = 0
         while pending or running:
             progressed = True
             while progressed:
                 progressed = False
                 for t in list(pending):
-                    if use_cache:
-                        hit = store.read_json(f"profiles/{t.key_id}.json")
-                        if hit and hit.get("key") == t.key:
-                            pending.remove(t)
-                            stats.cache_hits += 1
-                            resolve(t, hit["result"], "cache")
-                            progressed = True
-                            continue
-                    b = blocker(t)
+                    if from_cache(t):
+                        pending.remove(t)
+                        progressed = True
+                        continue
+                    b = blocker(t, batch)
                     if b and b != "wait":
                         pending.remove(t)
                         if "out of memory" in b:
@@ -341,7 +381,7 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
                             stats.pruned_dominated += 1
                         resolve(t, {"status": "pruned", "reason": b.removeprefix("pruned: ")}, "pruned")
                         progressed = True
-            ready = sorted((t for t in pending if blocker(t) is None), key=lambda t: -t.n)
+            ready = sorted((t for t in pending if blocker(t, batch) is None), key=lambda t: -t.n)
             for t in ready:
                 if t.n > len(free):
                     continue
@@ -353,7 +393,7 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
                 def work(t=t, ids=ids):
                     try:
                         r = run_trial(wpath, t.job.name, t.parallelism, ids, warmup=warmup, measure=measure,
-                                      measure_s=measure_s, timeout_s=trial_timeout_s)
+                                      measure_s=measure_s, precision=precision, timeout_s=trial_timeout_s)
                     except Exception as e:  # noqa: BLE001 - a broken trial is an infeasible config, not a crash
                         r = {"status": "error", "reason": f"{type(e).__name__}: {e}"}
                     done_q.put((t, r, ids))
@@ -367,10 +407,12 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
             running -= 1
             free = sorted(free + ids)
             resolve(t, r, "run")
+
+    def confirm_close_calls() -> None:
         for t in close_calls(trials.values(), confirm_within):
             say(f"[profile] {label(t)}: close call on {t.n} devices, second trial on devices {devices[:t.n]}")
             r2 = run_trial(wpath, t.job.name, t.parallelism, devices[:t.n], warmup=warmup, measure=measure,
-                           measure_s=measure_s, timeout_s=trial_timeout_s)
+                           measure_s=measure_s, precision=precision, timeout_s=trial_timeout_s)
             stats.confirm_trials += 1
             launched(t, r2, "confirm")
             if r2.get("status") != "ok" or r2.get("knobs") != t.result.get("knobs"):
@@ -380,52 +422,145 @@ def profile_workload(workload: Workload, *, store: Optional[Store] = None, devic
             t.result = merge_trials(t.result, r2)
             say(f"[profile] {label(t)}: {first:.4f} and {r2['step_s']:.4f} s/step -> {t.result['step_s']:.4f}")
             remember(t)
+
+    node_types = {n.gpu_type for n in workload.cluster.nodes}
+    gpu_type = dtype if dtype in node_types else None
+
+    def table_of(strict: bool) -> Optional[ProfileTable]:
+        """The table of what is measured so far (None while some job has no config, unless strict)."""
+        out_jobs = []
+        for j in selected:
+            gid = job_group[j.name]
+            configs = []
+            reasons = []
+            for p in workload.parallelisms_for(j):
+                for n in device_counts(n_max):
+                    t = trials.get((gid, p, n))
+                    if t is None:
+                        if (gid, p, n) in static:
+                            reasons.append(f"{p} x{n}: {static[(gid, p, n)]}")
+                        continue
+                    r = t.result or {}
+                    if r.get("status") != "ok":
+                        if t.result is not None:
+                            reasons.append(f"{p} x{n}: {r.get('reason')}")
+                        continue
+                    configs.append(Config(parallelism=p, gpus=n, runtime_s=round(predict_runtime(r, j.steps + evaluation_steps(j), ckpt_every_s), 3),
+                                          knobs=r.get("knobs") or {}, gpu_type=gpu_type, step_s=r["step_s"],
+                                          step_cpu_s=r.get("step_cpu_s"), startup_s=round(r.get("startup_s", 0.0), 3),
+                                          save_s=round(r.get("save_s", 0.0), 3), load_s=round(r.get("load_s", 0.0), 3),
+                                          teardown_s=round(r.get("teardown_s", 0.0), 3),
+                                          # the trial's warm-up (its first `warmup` steps): the drift watch's
+                                          # rate never counts a launch's steps this early
+                                          warmup_s=round(warmup * r["step_s"] + r.get("first_steps_extra_s", 0.0), 3),
+                                          peak_mem_mb=round(r.get("peak_mem_bytes", 0) / 2**20, 1), profile_key=t.key_id))
+            if not configs:
+                if not strict:
+                    return None
+                raise SaturnInputError(f"job {j.name!r}: no parallelism runs on these devices ({'; '.join(reasons[:4])})")
+            if reduce != "none" and strict:
+                kept = fastest_per_count(configs) if reduce == "per-count" else dominance_filter(configs)
+                stats.configs_dropped_dominated += len(configs) - len(kept)
+                configs = kept
+            out_jobs.append(JobProfile(name=j.name, configs=configs))
+        return ProfileTable(cluster=workload.cluster, jobs=out_jobs)
+
+    try:
+        if strategy == "full":
+            run_batch(list(trials.values()))
+        else:
+            _guided(workload, selected, groups, job_group, trials, run_batch, from_cache, table_of, say, stats,
+                    n_max, len(devices), ckpt_every_s, tolerance)
+        confirm_close_calls()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
-    # ---- the table ----
-    node_types = {n.gpu_type for n in workload.cluster.nodes}
-    gpu_type = dtype if dtype in node_types else None
-    out_jobs = []
-    for j in selected:
-        gid = job_group[j.name]
-        configs = []
-        reasons = []
-        for p in workload.parallelisms_for(j):
-            for n in device_counts(n_max):
-                t = trials.get((gid, p, n))
-                if t is None:
-                    if (gid, p, n) in static:
-                        reasons.append(f"{p} x{n}: {static[(gid, p, n)]}")
-                    continue
-                r = t.result or {}
-                if r.get("status") != "ok":
-                    reasons.append(f"{p} x{n}: {r.get('reason')}")
-                    continue
-                configs.append(Config(parallelism=p, gpus=n, runtime_s=round(predict_runtime(r, j.steps, ckpt_every_s), 3),
-                                      knobs=r.get("knobs") or {}, gpu_type=gpu_type, step_s=r["step_s"],
-                                      step_cpu_s=r.get("step_cpu_s"), startup_s=round(r.get("startup_s", 0.0), 3),
-                                      save_s=round(r.get("save_s", 0.0), 3), load_s=round(r.get("load_s", 0.0), 3),
-                                      teardown_s=round(r.get("teardown_s", 0.0), 3),
-                                      peak_mem_mb=round(r.get("peak_mem_bytes", 0) / 2**20, 1), profile_key=t.key_id))
-        if not configs:
-            raise SaturnInputError(f"job {j.name!r}: no parallelism runs on these devices ({'; '.join(reasons[:4])})")
-        if reduce != "none":
-            kept = fastest_per_count(configs) if reduce == "per-count" else dominance_filter(configs)
-            stats.configs_dropped_dominated += len(configs) - len(kept)
-            configs = kept
-        out_jobs.append(JobProfile(name=j.name, configs=configs))
+    table = table_of(strict=True)
     stats.wall_s = time.time() - t_start
-    cluster = workload.cluster
-    if max(n.gpus for n in cluster.nodes) < 1:  # pragma: no cover - Cluster forbids it
-        cluster = Cluster(nodes=[])
-    table = ProfileTable(cluster=cluster, jobs=out_jobs)
-    table.profile_stats = {k: v for k, v in stats.__dict__.items()}
+    table.profile_stats = {**stats.__dict__, "strategy": strategy, "precision": precision}
     say(f"[profile] done in {stats.wall_s:.1f}s: {stats.trials_run} trials run (+{stats.confirm_trials} close-call "
         f"repeats), {stats.cache_hits} cached, "
         f"{stats.pruned_oom} pruned after OOM, {stats.pruned_dominated} pruned as dominated, "
-        f"{stats.deduplicated_jobs} jobs shared another's profile")
+        f"{stats.skipped_by_bound} not worth measuring, {stats.deduplicated_jobs} jobs shared another's profile")
     return table
+
+
+def _guided(workload, selected, groups, job_group, trials, run_batch, from_cache, table_of, say, stats, n_max,
+            n_devices, ckpt_every_s, tolerance) -> None:
+    """The guided strategy: cached results first (free), each group's smallest fitting device count,
+    then the larger counts that profiling/worth.py finds could still change the plan."""
+    from saturn_airflow import settings
+    from saturn_airflow.profiling.worth import decide
+
+    tol = settings.gap_tolerance() if tolerance is None else tolerance
+    for t in trials.values():
+        if t.result is None:
+            from_cache(t)
+
+    def ok(gid: str) -> bool:
+        return any(t.group == gid and t.result and t.result.get("status") == "ok" for t in trials.values())
+
+    def untried(gid: str, n: Optional[int] = None) -> list[Trial]:
+        return [t for t in trials.values() if t.group == gid and t.result is None and (n is None or t.n == n)]
+
+    # each group's smallest device count that fits
+    while True:
+        batch = []
+        for gid in groups:
+            if ok(gid):
+                continue
+            counts = sorted({t.n for t in untried(gid)})
+            if counts:
+                batch += untried(gid, counts[0])
+        if not batch:
+            break
+        run_batch(batch)
+
+    def bounding_counts(gid: str) -> set[int]:
+        """Device counts whose every config is resolved, one ran, and none was limited by memory (out of
+        memory, or a relaunch on a memory-saving knob): the basis of the no-superlinear-speedup bound."""
+        out = set()
+        for n in {t.n for t in trials.values() if t.group == gid}:
+            ts = [t for t in trials.values() if t.group == gid and t.n == n]
+            if any(t.result is None for t in ts):
+                continue
+            if any(t.result.get("status") == "oom" or t.result.get("attempts", 1) > 1
+                   or "out of memory" in str(t.result.get("reason") or "") for t in ts):
+                continue
+            if any(t.result.get("status") == "ok" for t in ts):
+                out.add(n)
+        return out
+
+    walls = [r.get("trial_wall_s") for r in stats.trials if r.get("trial_wall_s")]
+    steps = {j.name: j.steps + evaluation_steps(j) for j in selected}  # held-out evaluation costs steps too
+
+    def cost(gid: str, n: int) -> float:
+        """Sweep seconds lost to measuring (gid, n): each trial holds n of the devices for a trial's time."""
+        wall = sorted(walls)[len(walls) // 2] if walls else 15.0
+        return len(untried(gid, n)) * wall * n / n_devices
+
+    for _ in range(GUIDED_ROUNDS):
+        measured = table_of(strict=False)
+        open_counts = {j.name: sorted({t.n for t in untried(job_group[j.name])}) for j in selected}
+        if measured is None or not any(open_counts.values()):
+            break
+        resolved = {j.name: bounding_counts(job_group[j.name]) for j in selected}
+        verdict = decide(measured, open_counts, resolved, steps, job_group,
+                         lambda r, s: predict_runtime(r, s, ckpt_every_s), tolerance=tol, trial_cost_s=cost)
+        say(f"[profile] plan from measured configs {verdict.measured_makespan_s:.0f}s, no plan below "
+            f"{verdict.bound_s:.0f}s: {verdict.reason}")
+        if not verdict.worth:
+            break
+        run_batch([t for gid, n in verdict.worth for t in untried(gid, n)])
+    else:
+        say("[profile] still undecided after the guided rounds: measuring the rest")
+        run_batch([t for t in trials.values() if t.result is None])
+    left = [t for t in trials.values() if t.result is None]
+    stats.skipped_by_bound = len(left)
+    for t in left:
+        t.result, t.source = {"status": "skipped", "reason": "not worth measuring: cannot shorten the plan"}, "skipped"
+        stats.trials.append({"job": t.job.name, "parallelism": t.parallelism, "devices": t.n, "source": "skipped",
+                             "status": "skipped", "step_s": None, "reason": t.result["reason"], "trial_wall_s": None})
 
 
 def close_calls(trials, within: float) -> list[Trial]:

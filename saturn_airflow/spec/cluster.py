@@ -8,8 +8,12 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from saturn_airflow.errors import NotFoundError
+from saturn_airflow.spec.names import check_name
 
 CPU_DEVICE_TYPE = "cpu"
+# Devices one node may have. Plans, leases, pools and charts hold per-device state, so an absurd size
+# (a typo of 10**8) must fail as input, not as a MemoryError deep inside the planner.
+MAX_GPUS_PER_NODE = 4096
 
 
 class Node(BaseModel):
@@ -21,9 +25,14 @@ class Node(BaseModel):
 
     @field_validator("name")
     @classmethod
-    def _name_is_identifier_like(cls, v: str) -> str:
-        if not all(c.isalnum() or c in "-_." for c in v):
-            raise ValueError(f"node name {v!r} may only hold letters, digits, '-', '_' and '.'")
+    def _name(cls, v: str) -> str:
+        return check_name("node name", v)
+
+    @field_validator("gpus")
+    @classmethod
+    def _size(cls, v: int) -> int:
+        if v > MAX_GPUS_PER_NODE:
+            raise ValueError(f"{v} devices on one node is past the limit of {MAX_GPUS_PER_NODE}")
         return v
 
 
@@ -66,4 +75,4 @@ def local_cluster() -> Cluster:
     if gpus == 0:
         gpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         gpu_type = CPU_DEVICE_TYPE
-    return Cluster(nodes=[Node(name="local", gpus=gpus, gpu_type=gpu_type)])
+    return Cluster(nodes=[Node(name="local", gpus=min(gpus, MAX_GPUS_PER_NODE), gpu_type=gpu_type)])

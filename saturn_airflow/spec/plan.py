@@ -11,10 +11,11 @@ import json
 import uuid
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from saturn_airflow.spec.documents import decode_json, parse_document
 from saturn_airflow.errors import InvalidPlanError, NotFoundError
+from saturn_airflow.spec.names import check_name
 from saturn_airflow.spec.profile_table import ProfileTable
 
 TIME_TOL = 1e-6
@@ -42,6 +43,16 @@ class Assignment(BaseModel):
     end_s: float
     after: list[str] = Field(default_factory=list)
 
+    @field_validator("job")
+    @classmethod
+    def _job(cls, v: str) -> str:
+        return check_name("job name", v)
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, v: str) -> str:
+        return check_name("node name", v)
+
     @property
     def runtime_s(self) -> float:
         return self.end_s - self.start_s
@@ -58,6 +69,25 @@ class Plan(BaseModel):
     lower_bound_s: float
     solver: SolverInfo
     assignments: list[Assignment]
+    # The lineage's root plan id: one run of the planning DAG and its re-plans are one sweep. Progress,
+    # checkpoints, job leases and events are scoped to it, so a new run of the same workload trains
+    # again from scratch while a re-plan resumes. Filled when the plan is published.
+    sweep_id: Optional[str] = None
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, v: str) -> str:
+        return check_name("workload name", v)
+
+    @field_validator("plan_id", "parent_plan_id", "sweep_id")
+    @classmethod
+    def _ids(cls, v: Optional[str]) -> Optional[str]:
+        return v if v is None else check_name("plan id", v)  # a file name and part of a DAG id
+
+    @property
+    def sweep(self) -> str:
+        """The sweep this plan belongs to (a root plan that was never published: its own id)."""
+        return self.sweep_id or self.plan_id
 
     def assignment(self, job: str) -> Assignment:
         for a in self.assignments:

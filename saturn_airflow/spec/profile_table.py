@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from saturn_airflow.spec.cluster import Cluster
+from saturn_airflow.spec.names import check_name
 from saturn_airflow.spec.documents import decode_json, parse_document, read_document
 from saturn_airflow.errors import NotFoundError
 
@@ -53,6 +54,11 @@ class JobProfile(BaseModel):
 
     name: str = Field(min_length=1)
     configs: list[Config] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name("job name", v)  # the workload's rule: it becomes a task id and a store path
 
 
 class ProfileTable(BaseModel):

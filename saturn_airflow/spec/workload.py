@@ -10,16 +10,16 @@ import copy
 import itertools
 import re
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from saturn_airflow.spec.cluster import Cluster, local_cluster
+from saturn_airflow.spec.names import check_name
 from saturn_airflow.spec.documents import decode_yaml, parse_document, read_document
 from saturn_airflow.errors import NotFoundError, pydantic_message
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def registered_parallelism_names() -> list[str]:
@@ -49,6 +49,98 @@ def _import_path(v: str) -> str:
     return v
 
 
+BUILTIN_METRICS = ("loss", "accuracy")
+DEFAULT_GOALS = {"loss": "min", "accuracy": "max"}
+
+
+def metric_name(metric: str) -> str:
+    """What a metric is called in records: a built-in's name, or a factory's function name."""
+    return metric.rpartition(":")[2]
+
+
+class EvaluationSpec(BaseModel):
+    """Held-out evaluation of a job: which batches, how often, which metrics, which way is better.
+
+    `data` is `fn(index, batch_size, **data_args) -> (inputs, targets)`, deterministic in `index`
+    (batches 0..batches-1 are the held-out set); without `data` the job's own factory is used with
+    the job's data_args updated by these (e.g. another seed). A metric is `loss` (the job's loss),
+    `accuracy` (argmax over the last dimension equals the target), or `fn(outputs, targets)` giving
+    the mean over the batch's rows, so its average over rows is the same however the rows are split.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Optional[str] = None
+    data_args: dict[str, Any] = Field(default_factory=dict)
+    batches: int = Field(default=4, gt=0)
+    batch_size: Optional[int] = Field(default=None, gt=0)  # default: the job's batch_size
+    every_steps: Optional[int] = Field(default=None, gt=0)  # and always at the last step
+    metrics: list[str] = Field(default_factory=lambda: ["loss"], min_length=1)
+    metric: Optional[str] = None  # the one that ranks jobs (default: the first of metrics)
+    goal: Optional[Literal["min", "max"]] = None  # default: min for loss, max for accuracy
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v):
+        return v if v is None else _import_path(v)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if m not in BUILTIN_METRICS and not _IMPORT_PATH.match(m):
+                raise ValueError(f"metric {m!r} is neither a built-in ({', '.join(BUILTIN_METRICS)}) "
+                                 "nor an import path 'package.module:function'")
+        names = [metric_name(m) for m in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"two metrics are named {dup[0]!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _ranking(self) -> "EvaluationSpec":
+        names = [metric_name(m) for m in self.metrics]
+        if self.metric is None:
+            self.metric = names[0]
+        elif self.metric not in names:
+            raise ValueError(f"metric {self.metric!r} is not one of metrics ({', '.join(names)})")
+        if self.goal is None:
+            if self.metric not in DEFAULT_GOALS:
+                raise ValueError(f"goal: say min or max for metric {self.metric!r}")
+            self.goal = DEFAULT_GOALS[self.metric]
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [metric_name(m) for m in self.metrics]
+
+
+FORWARD_SHARE = 1.0 / 3.0  # a forward pass is about a third of a training step (forward, backward, update)
+
+
+def evaluation_steps(job: "JobSpec") -> float:
+    """What a job's held-out evaluations cost, in training steps: evaluations x batches x rows, one
+    forward pass each (the profiler adds this to the steps it times, so plans include evaluation)."""
+    ev = job.evaluation
+    if ev is None:
+        return 0.0
+    n = (job.steps // ev.every_steps if ev.every_steps else 0) + (0 if ev.every_steps and job.steps % ev.every_steps == 0 else 1)
+    rows = (ev.batch_size or job.batch_size) / job.batch_size
+    return n * ev.batches * rows * FORWARD_SHARE
+
+
+def merged_evaluation(top: Any, job: Any) -> Any:
+    """A job's evaluation: its own keys over the workload's (`evaluation: null` on a job turns it off)."""
+    if isinstance(job, dict) and "evaluation" in job:
+        own = job["evaluation"]
+        if own is None:
+            return None
+        if isinstance(top, dict) and isinstance(own, dict):
+            return {**top, **own}
+        return own
+    return top
+
+
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,13 +155,12 @@ class JobSpec(BaseModel):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     seed: int = 0
     parallelisms: Optional[list[str]] = None  # per-job restriction of the workload's list
+    evaluation: Optional[EvaluationSpec] = None  # held-out metrics (the workload's, merged with the job's)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _JOB_NAME.match(v) or len(v) > 200:
-            raise ValueError(f"job name {v!r} must start with a letter or digit and hold only letters, digits, '-', '_', '.'")
-        return v
+        return check_name("job name", v)
 
     @field_validator("model", "data", "loss")
     @classmethod
@@ -87,13 +178,36 @@ class Workload(BaseModel):
     parallelisms: list[str] = Field(default_factory=registered_parallelism_names)
     jobs: list[JobSpec] = Field(min_length=1)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    evaluation: Optional[dict[str, Any]] = None  # every job's, unless the job has its own keys
+
+    @model_validator(mode="before")
+    @classmethod
+    def _evaluation_per_job(cls, data: Any) -> Any:
+        """Merge the workload's evaluation into each job and check it there, so an error names the job."""
+        if not isinstance(data, dict) or not isinstance(data.get("jobs"), list):
+            return data
+        top = data.get("evaluation")
+        if top is not None and not isinstance(top, dict):
+            raise ValueError(f"evaluation: expected a mapping, got {type(top).__name__}")
+        jobs = []
+        for i, job in enumerate(data["jobs"]):
+            ev = merged_evaluation(top, job)
+            if isinstance(job, dict) and ev is not None:
+                where = f"job {job.get('name')!r}" if job.get("name") else f"job #{i + 1}"
+                if not isinstance(ev, dict):
+                    raise ValueError(f"{where}: evaluation: expected a mapping, got {type(ev).__name__}")
+                try:
+                    ev = EvaluationSpec.model_validate(ev).model_dump()
+                except ValidationError as e:
+                    raise ValueError(pydantic_message(f"{where}: evaluation", e)) from None
+                job = {**job, "evaluation": ev}
+            jobs.append(job)
+        return {**data, "jobs": jobs}
 
     @field_validator("name")
     @classmethod
     def _wl_name(cls, v: str) -> str:
-        if not _JOB_NAME.match(v):
-            raise ValueError(f"workload name {v!r} must hold only letters, digits, '-', '_', '.'")
-        return v
+        return check_name("workload name", v)
 
     @field_validator("parallelisms")
     @classmethod

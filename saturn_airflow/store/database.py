@@ -58,6 +58,7 @@ def tables() -> dict[str, Any]:
         sa.Column("holder", sa.String(512), nullable=False),  # host identity of the holding process
         sa.Column("pid", sa.Integer, nullable=False),
         sa.Column("pid_start", sa.String(32)),
+        sa.Column("pgroup", sa.Integer),  # the process group the holder launched on the devices (same host)
         sa.Column("owner", sa.Text, nullable=False),  # JSON: job, plan_id, node, dag_run, ...
         sa.Column("acquired_at", sa.Float, nullable=False),
         sa.Column("heartbeat_at", sa.Float, nullable=False),

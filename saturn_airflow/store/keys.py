@@ -23,12 +23,13 @@ def claim(name: str) -> str:
     return f"claims/{name}"
 
 
-def progress_dir(workload: str) -> str:
-    return f"progress/{workload}"
+def progress_dir(workload: str, sweep: str) -> str:
+    return f"progress/{workload}/{sweep}"
 
 
-def progress(workload: str, job: str) -> str:
-    return f"{progress_dir(workload)}/{job}"
+def progress(workload: str, sweep: str, job: str) -> str:
+    """The latest progress record of a job in one sweep (a run of the planning DAG and its re-plans)."""
+    return f"{progress_dir(workload, sweep)}/{job}"
 
 
 def events_stream(workload: str) -> str:
@@ -41,13 +42,14 @@ def device_lease(node: str, device_id: int) -> str:
     return f"device/{node}/{int(device_id)}"
 
 
-def job_lease(workload: str, job: str) -> str:
-    """One training job: never run twice at once, across plan versions and nodes."""
-    return f"job/{workload}/{job}"
+def job_lease(workload: str, sweep: str, job: str) -> str:
+    """One training job of one sweep: never run twice at once, across the sweep's plan versions and
+    nodes (another sweep's job of the same name is another job)."""
+    return f"job/{workload}/{sweep}/{job}"
 
 
-def checkpoint_dir(root: str, workload: str, job: str) -> str:
-    """A job's checkpoint folder under the checkpoint root (local path or fsspec URL)."""
+def checkpoint_dir(root: str, workload: str, sweep: str, job: str) -> str:
+    """A job's checkpoint folder in one sweep, under the checkpoint root (local path or fsspec URL)."""
     if "://" in root:
-        return f"{root.rstrip('/')}/{workload}/{job}"
-    return posixpath.join(root, workload, job)
+        return f"{root.rstrip('/')}/{workload}/{sweep}/{job}"
+    return posixpath.join(root, workload, sweep, job)

@@ -6,9 +6,11 @@ logs; `PlanStore` and `ProgressStore` are the typed views the engine uses:
   plans/<plan_id>                 immutable plan versions (created once)
   superseded/<plan_id>            a newer plan replaced this one (its unstarted jobs skip)
   claims/<name>                   create-once records (e.g. "one re-plan per parent plan")
-  progress/<workload>/<job>       the latest progress record of a job (runner writes, sensor reads)
+  progress/<workload>/<sweep>/<job>   the latest progress record of a job in one sweep
   tables/, staged/, runs/, profiles/   the planning DAG's tables, staged plans and the profiler's cache
   log streams "leases" and "events/<workload>"   lease history and job start/end events
+A sweep is one run of the planning DAG and its re-plans (`Plan.sweep`: the lineage's root plan id);
+jobs run by hand (`saturn train`) belong to the sweep `BY_HAND` unless told otherwise.
 The same code runs on both databases (store/database.py); a create-once write is one conditional
 INSERT, so exactly one of any number of racing writers, on any hosts, wins it.
 
@@ -31,6 +33,8 @@ from saturn_airflow import settings
 from saturn_airflow.errors import NotFoundError, SaturnInputError
 from saturn_airflow.spec.plan import Plan, parse_plan
 from saturn_airflow.store import database, keys
+
+BY_HAND = "by-hand"  # the sweep of jobs trained outside any plan (`saturn train`, `run_job` in tests)
 
 
 def default_store_url() -> str:
@@ -198,26 +202,43 @@ class PlanStore:
     def __init__(self, store: Optional[Store] = None):
         self.store = store or Store()
 
-    def publish(self, plan: Plan) -> None:
-        """Create the plan and, for a child, mark its parent superseded: both or neither."""
+    def publish(self, plan: Plan) -> Plan:
+        """Store `plan` for good, with its sweep filled in (a root starts one, a child joins its
+        parent's), and for a child mark its parent superseded: both or neither."""
+        if plan.sweep_id is None:
+            plan = plan.model_copy(update={"sweep_id": self.sweep_of(plan.parent_plan_id) if plan.parent_plan_id
+                                           else plan.plan_id})
         with self.store.begin() as conn:
             if not self.store.create_json(keys.plan(plan.plan_id), plan.model_dump(mode="json"), conn=conn):
                 raise FileExistsError(f"plan {plan.plan_id} already published (plans are immutable)")
             if plan.parent_plan_id:
                 self.supersede(plan.parent_plan_id, by=plan.plan_id, conn=conn)
+        return plan
 
     def get(self, plan_id: str) -> Plan:
         data = self.store.read_json(keys.plan(plan_id))
         if data is None:
             raise NotFoundError(f"no plan {plan_id!r} in {self.store.url}")
-        return parse_plan(data, source=f"plan {plan_id}")
+        return self._with_sweep(parse_plan(data, source=f"plan {plan_id}"))
+
+    def _with_sweep(self, plan: Plan) -> Plan:
+        if plan.sweep_id is None and plan.parent_plan_id:  # published before plans recorded their sweep
+            plan = plan.model_copy(update={"sweep_id": self.sweep_of(plan.parent_plan_id)})
+        return plan
+
+    def sweep_of(self, plan_id: str) -> str:
+        """The sweep of a published plan; a parent that is not in the store is taken as the root."""
+        try:
+            return self.get(plan_id).sweep
+        except NotFoundError:
+            return plan_id
 
     def ids(self) -> list[str]:
         return self.store.list("plans")
 
     def plans(self) -> Iterator[Plan]:
         for pid, data in self.store.read_all("plans").items():
-            yield parse_plan(data, source=f"plan {pid}")
+            yield self._with_sweep(parse_plan(data, source=f"plan {pid}"))
 
     def supersede(self, plan_id: str, by: str, conn=None) -> None:
         self.store.create_json(keys.superseded(plan_id), {"plan_id": plan_id, "by": by, "at": time.time()}, conn=conn)
@@ -245,27 +266,35 @@ class PlanStore:
 
 
 class ProgressStore:
-    """Latest progress record per (workload, job): step, total, rate, timestamps, state, plan_id.
+    """Latest progress record per job of one sweep: step, total, rate, timestamps, state, plan_id.
 
-    States: running | done | preempted | failed. A record is replaced whole on every write.
+    States and fields: saturn_airflow.spec.progress (ProgressRecord, JobState). A record is replaced
+    whole on every write. Each sweep has its own records, so a job done in one sweep is still to do in
+    the next.
     """
 
-    def __init__(self, store: Optional[Store] = None):
+    def __init__(self, store: Optional[Store] = None, *, sweep: str):
         self.store = store or Store()
+        self.sweep = sweep
 
     def put(self, workload: str, job: str, record: dict) -> None:
-        self.store.write_json(keys.progress(workload, job), {**record, "job": job, "workload": workload})
+        self.store.write_json(keys.progress(workload, self.sweep, job),
+                              {**record, "job": job, "workload": workload, "sweep": self.sweep})
 
     def get(self, workload: str, job: str) -> Optional[dict]:
-        return self.store.read_json(keys.progress(workload, job))
+        return self.store.read_json(keys.progress(workload, self.sweep, job))
 
-    def mark_failed(self, workload: str, job: str, *, plan_id: str, message: str, **fields: Any) -> None:
-        """Record that a job's attempt failed where the runner could not say so itself (killed, or failed
-        before it started), so the drift watch counts the job as finished instead of waiting forever."""
+    def mark_ended(self, workload: str, job: str, *, state: str, plan_id: str, message: str, **fields: Any) -> None:
+        """Record that a job's attempt ended where the runner could not say so itself (killed, or failed
+        before it started): `interrupted` (a retry resumes it) or `failed` (for good, so the drift
+        watch counts the job as finished instead of waiting forever)."""
         now = time.time()
         rec = self.get(workload, job) or {}
-        self.put(workload, job, {**rec, **fields, "plan_id": plan_id, "state": "failed", "updated_at": now,
+        self.put(workload, job, {**rec, **fields, "plan_id": plan_id, "state": str(state), "updated_at": now,
                                  "finished_at": now, "error": message[:500]})
 
+    def mark_failed(self, workload: str, job: str, *, plan_id: str, message: str, **fields: Any) -> None:
+        self.mark_ended(workload, job, state="failed", plan_id=plan_id, message=message, **fields)
+
     def all(self, workload: str) -> dict[str, dict]:
-        return self.store.read_all(keys.progress_dir(workload))
+        return self.store.read_all(keys.progress_dir(workload, self.sweep))

@@ -6,7 +6,9 @@ import time
 from typing import Any, Optional
 
 from saturn_airflow import settings
-from saturn_airflow.control.drift import assess
+from saturn_airflow.control.drift import DriftWatch, assess
+from saturn_airflow.control.rates import RateWindow
+from saturn_airflow.errors import SaturnError
 from saturn_airflow.spec.plan import Plan
 from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
@@ -21,63 +23,50 @@ def drift_settings(plan: Plan, depth: int = 0) -> dict[str, float]:
             "min_s": factor * float(d.get("min_s") if d.get("min_s") is not None else settings.drift_min_s())}
 
 
-class RateWindow:
-    """Recent rates (steps/s) from successive progress records: the speed now, not the average since start."""
-
-    def __init__(self, window_s: float = 30.0):
-        self.window_s = window_s
-        self.samples: dict[str, list[tuple[float, int]]] = {}
-
-    def update(self, records: dict[str, Optional[dict]]) -> dict[str, float]:
-        rates: dict[str, float] = {}
-        for job, rec in records.items():
-            if not rec or rec.get("state") != "running" or rec.get("updated_at") is None:
-                self.samples.pop(job, None)
-                continue
-            t, step = float(rec["updated_at"]), int(rec.get("step") or 0)
-            hist = self.samples.setdefault(job, [])
-            if hist and (step < hist[-1][1] or t < hist[-1][0]):
-                hist.clear()  # a restart (resumed elsewhere): start over
-            if not hist or t > hist[-1][0]:
-                hist.append((t, step))
-            while len(hist) > 2 and t - hist[1][0] >= self.window_s:
-                hist.pop(0)
-            t_old, s_old = hist[0]
-            if t - t_old >= min(self.window_s, 10.0) and step > s_old:
-                rates[job] = (step - s_old) / (t - t_old)
-        return rates
-
-
 def drift_step(store_url: str, plan_id: str, t0: float, *, threshold: Optional[float] = None,
                min_s: Optional[float] = None, max_replans: Optional[int] = None, now: Optional[float] = None,
-               window: Optional[RateWindow] = None) -> Optional[dict]:
+               watch: Optional[DriftWatch] = None) -> Optional[dict]:
     """One look of the drift watch: an event dict when the watch should end (kind drift|done|superseded), else None.
 
-    `window` (kept by the caller across looks) turns successive records into recent rates."""
+    `watch` (kept by the caller across looks) holds the consecutive late looks; without one a single
+    late look is enough (tests, `poke`)."""
     store = Store(store_url)
-    ps, prog = PlanStore(store), ProgressStore(store)
+    ps = PlanStore(store)
     plan = ps.get(plan_id)
+    prog = ProgressStore(store, sweep=plan.sweep)
     child = ps.superseded_by(plan_id)
     if child:
         return {"kind": "superseded", "plan_id": plan_id, "message": f"plan {plan_id} was superseded by {child}"}
     depth = len(ps.lineage(plan_id)) - 1
     th = drift_settings(plan, depth)
     from saturn_airflow.control.replan import with_leased_jobs
+    from saturn_airflow.tasks.planning import plan_table_of
 
     records = with_leased_jobs(store, plan, prog.all(plan.workload))  # tasks starting up count as running
-    rates = window.update(records) if window is not None else {}
+    try:
+        table = plan_table_of(store, plan)
+    except (SaturnError, ValueError):
+        table = None  # profiled speeds unknown: the plan's runtimes stand in for them
     report = assess(plan, records, time.time() if now is None else now, t0,
                     threshold=th["threshold"] if threshold is None else threshold,
-                    min_s=th["min_s"] if min_s is None else min_s, rates=rates)
+                    min_s=th["min_s"] if min_s is None else min_s, table=table, window=RateWindow.from_settings())
     if report.all_done:
         return {"kind": "done", "plan_id": plan_id, "message": report.summary() + ": " + report.reason,
                 "report": report.to_dict()}
-    if report.should_replan:
+    fire = watch.look(report) if watch is not None else report.should_replan
+    if fire:
         if depth >= (settings.max_replans() if max_replans is None else max_replans):
             return None  # keep watching until done, without re-planning again
-        return {"kind": "drift", "plan_id": plan_id, "message": report.summary() + ": " + report.reason,
-                "reason": report.reason, "report": report.to_dict()}
+        looks = f" (late on {watch.streak} consecutive looks)" if watch is not None else ""
+        return {"kind": "drift", "plan_id": plan_id, "message": report.summary() + ": " + report.reason + looks,
+                "reason": report.reason, "report": report.to_dict(),
+                "late_looks": list(watch.late_at) if watch is not None else [report.now]}
     return None
+
+
+def new_drift_watch() -> DriftWatch:
+    """The consecutive-looks state of one drift watch, from the [saturn] settings."""
+    return DriftWatch(checks=settings.drift_checks(), span_s=settings.drift_window_s())
 
 
 def replan_conf(event: dict) -> dict[str, Any]:
@@ -88,6 +77,4 @@ def replan_conf(event: dict) -> dict[str, Any]:
     drift = {k: rep.get(k) for k in ("planned_makespan_s", "projected_makespan_s", "ratio", "done", "running",
                                      "pending", "failed", "now", "t0")}
     drift["rates"] = rates
-    drift["samples"] = {j: [p["updated_at"], p["step"]] for j, p in (rep.get("jobs") or {}).items()
-                        if p.get("state") == "running" and p.get("updated_at")}
     return {"replan_of": event["plan_id"], "reason": event.get("reason", "drift"), "drift": drift}

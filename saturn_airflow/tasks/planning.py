@@ -34,7 +34,9 @@ def _min_devices(name: str) -> int:
 
 
 def validate(workload_path: str):
-    """Load and check a workload; SaturnInputError (one line, naming the job) when a job fits no node."""
+    """Load and check a workload; SaturnInputError (one line, naming the job) when a job fits no node or
+    names a model, data or loss factory that does not import."""
+    from saturn_airflow.parallelisms.base import check_factories
     from saturn_airflow.spec.workload import load_workload
 
     if not workload_path:
@@ -49,6 +51,7 @@ def validate(workload_path: str):
                 f"job {job.name!r} fits no node: its parallelisms ({', '.join(f'{p} needs >= {k} devices' for p, k in need.items())}) "
                 f"exceed the largest node ({biggest} devices: "
                 + ", ".join(f"{n.name}={n.gpus}" for n in wl.cluster.nodes) + ")")
+        check_factories(job)
     return wl
 
 
@@ -108,5 +111,4 @@ def publish(store: Store, plan_id: str, *, check: bool = True) -> Plan:
         table = plan_table_of(store, plan) if not plan.parent_plan_id else None
         if table is not None:
             check_plan(plan, table)
-    ps.publish(plan)
-    return plan
+    return ps.publish(plan)  # with its sweep: its own id for a root, its parent's for a re-plan

@@ -16,6 +16,7 @@ from saturn_airflow.spec.plan import Plan
 DAG_PREFIX = "saturn_run__"
 DRIFT_TASK = "drift_watch"
 REPLAN_TASK = "trigger_replan"
+RESULT_TASK = "plan_result"  # after every training task: fails the DAG run when a job failed for good
 PLANNING_DAG_ID = "saturn_plan"
 DEFAULT_POOL = "default_pool"
 
@@ -42,7 +43,7 @@ def plan_id_of(dag_id_: str) -> str:
 
 def task_id(job: str) -> str:
     """Job names are already valid task ids (letters, digits, '-', '_', '.'); reserved names get a suffix."""
-    return f"{job}_job" if job in (DRIFT_TASK, REPLAN_TASK) else job
+    return f"{job}_job" if job in (DRIFT_TASK, REPLAN_TASK, RESULT_TASK) else job
 
 
 @dataclasses.dataclass(frozen=True)

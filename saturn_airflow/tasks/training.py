@@ -5,15 +5,20 @@ from __future__ import annotations
 from typing import Optional
 
 from saturn_airflow.spec.plan import Plan
+from saturn_airflow.spec.progress import JobState
 from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
 
 def start_decision(store: Store, plan: Plan, job: str) -> tuple[str, str]:
-    """Before (and again after leasing) a training task: ('run'|'done'|'skip', why)."""
-    ps, prog = PlanStore(store), ProgressStore(store)
+    """Before (and again after leasing) a training task: ('run'|'done'|'skip', why).
+
+    "done" only for a job finished in this plan's sweep (this plan or an ancestor): a new sweep of
+    the same workload trains every job again."""
+    ps, prog = PlanStore(store), ProgressStore(store, sweep=plan.sweep)
     rec = prog.get(plan.workload, job) or {}
     if rec.get("state") == "done":
-        return "done", f"job {job} already finished (under plan {rec.get('plan_id')}); not running it again"
+        return "done", (f"job {job} already finished in sweep {plan.sweep} (under plan {rec.get('plan_id')}); "
+                        "not running it again")
     child_id = ps.superseded_by(plan.plan_id)
     if child_id:
         child = ps.get(child_id)
@@ -36,8 +41,31 @@ def preempt_check(store: Store, plan: Plan, job: str) -> Optional[str]:
 
 
 def mark_failed(store: Store, plan: Plan, job: str, message: str) -> None:
-    """A training task's last attempt failed before or around the runner (e.g. a lease timeout)."""
-    prog = ProgressStore(store)
+    """A training task's last attempt failed (in the runner, or around it, e.g. a lease timeout): the
+    job failed for good under this plan. Recorded so the drift watch counts it as finished instead of
+    waiting for it forever, and the plan's result task, the Gantt page and `saturn show` name it and
+    the reason. The runner's own reason (an interrupted attempt's error) is kept when there is one."""
+    prog = ProgressStore(store, sweep=plan.sweep)
     rec = prog.get(plan.workload, job) or {}
-    if rec.get("state") not in ("running", "done"):
-        prog.mark_failed(plan.workload, job, plan_id=plan.plan_id, message=message)
+    if rec.get("state") in (JobState.RUNNING, JobState.DONE):
+        return  # someone else runs it (a lease timeout while another task holds the job) or it finished
+    reason = rec.get("error") if rec.get("state") == JobState.INTERRUPTED and rec.get("error") else message
+    prog.mark_failed(plan.workload, job, plan_id=plan.plan_id, message=reason)
+
+
+def plan_result(store: Store, plan: Plan) -> tuple[list[str], dict[str, str]]:
+    """After every training task of `plan` ended: (jobs done or handed to a newer plan, {job: why it
+    did not finish}). A job moved to a child plan is that plan's to finish."""
+    ps, prog = PlanStore(store), ProgressStore(store, sweep=plan.sweep)
+    child_id = ps.superseded_by(plan.plan_id)
+    moved = {a.job for a in ps.get(child_id).assignments} if child_id else set()
+    ok, bad = [], {}
+    for a in sorted(plan.assignments, key=lambda a: a.job):
+        rec = prog.get(plan.workload, a.job) or {}
+        state = rec.get("state") or JobState.PENDING.value
+        if state == JobState.DONE or a.job in moved:
+            ok.append(a.job)
+            continue
+        where = f" at step {rec.get('step')}/{rec.get('total')}" if rec.get("total") else ""
+        bad[a.job] = f"{state}{where}: {rec.get('error') or 'its task ended without finishing it'}"
+    return ok, bad

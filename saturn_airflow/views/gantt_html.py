@@ -19,12 +19,14 @@ import time
 from typing import Any, Iterable, Optional
 
 from saturn_airflow.spec.plan import Plan
+from saturn_airflow.spec.progress import JobState
 
 STATE_COLORS = {
-    "done": "#2e9e5b",
-    "running": "#2f6fde",
-    "preempted": "#e69a1c",
-    "failed": "#d64545",
+    JobState.DONE.value: "#2e9e5b",
+    JobState.RUNNING.value: "#2f6fde",
+    JobState.PREEMPTED.value: "#e69a1c",
+    JobState.INTERRUPTED.value: "#c77dba",
+    JobState.FAILED.value: "#d64545",
 }
 PENDING_COLOR = "#b8bec9"
 CHART_W = 1000  # SVG user units; the SVG scales to the page width
@@ -115,9 +117,14 @@ def _origin(plan: Plan, records: dict[str, dict]) -> float:
         default=time.time())
 
 
-def actual_spans(plan: Plan, records: dict[str, dict], now: float) -> tuple[float, list[dict]]:
-    """The origin and, per job with a record, its actual slot in plan-relative seconds."""
+def actual_spans(plan: Plan, records: dict[str, dict], now: float, table: Any = None) -> tuple[float, list[dict], Any]:
+    """The origin, per job with a record its actual slot in plan-relative seconds, and the shared
+    projection (control.projection) of the plan from that origin: the ETA of a running job and the
+    projected makespan are the drift watch's, not a second estimate."""
+    from saturn_airflow.control.projection import project
+
     origin = _origin(plan, records)
+    proj = project(plan, {j: r for j, r in records.items() if isinstance(r, dict)}, now, origin, table=table)
     spans = []
     for a in plan.assignments:
         rec = records.get(a.job)
@@ -129,33 +136,34 @@ def actual_spans(plan: Plan, records: dict[str, dict], now: float) -> tuple[floa
             end = max(float(rec.get("updated_at") or now), now) - origin
         else:
             end = float(rec.get("finished_at") or rec.get("updated_at") or now) - origin
-        eta_end = None
-        step, total, rate = rec.get("step"), rec.get("total"), rec.get("rate_steps_per_s")
-        recent = rec.get("recent_rate_steps_per_s")
-        pace = recent if isinstance(recent, (int, float)) and recent > 0 else rate  # the ETA follows the current pace
-        if state == "running" and isinstance(step, (int, float)) and isinstance(total, (int, float)) \
-                and isinstance(pace, (int, float)) and pace > 0:
-            eta_end = end + max(0.0, (total - step) / pace)
+        pj = proj.jobs.get(a.job)
+        eta_end = pj.end_s if (state == "running" and pj is not None and pj.state == "running") else None
         ids = rec.get("device_ids") or a.gpu_ids
         spans.append({
             "job": a.job, "node": rec.get("node") or a.node, "gpu_ids": [int(g) for g in ids],
             "start_s": max(0.0, start), "end_s": max(0.0, end), "eta_end_s": eta_end, "state": state,
-            "step": step, "total": total, "rate_steps_per_s": rate, "recent_rate_steps_per_s": recent,
-            "parallelism": rec.get("parallelism"),
+            "step": rec.get("step"), "total": rec.get("total"), "rate_steps_per_s": rec.get("rate_steps_per_s"),
+            "recent_rate_steps_per_s": rec.get("recent_rate_steps_per_s"),
+            "steady_rate_steps_per_s": pj.rate_steps_per_s if pj is not None else None,
+            "parallelism": rec.get("parallelism"), "error": rec.get("error") if state in ("failed", "interrupted") else None,
         })
-    return origin, spans
+    return origin, spans, proj
 
 
-def plan_summary(plan: Plan, spans: list[dict], baseline_s: Optional[float]) -> dict:
+def plan_summary(plan: Plan, spans: list[dict], baseline_s: Optional[float], proj: Any = None) -> dict:
     """Makespans side by side: lower bound, planned, actual (or projected while running), baseline."""
     jobs = {a.job for a in plan.assignments}
     done = {s["job"] for s in spans if s["state"] == "done"}
     finished = bool(jobs) and done >= jobs
     started = {s["job"] for s in spans}
-    ends = [s["eta_end_s"] if s["eta_end_s"] is not None else s["end_s"] for s in spans]
-    ends += [a.end_s for a in plan.assignments if a.job not in started]
+    if proj is not None:  # the shared projection: every job, started or not
+        ends = [p.end_s for p in proj.jobs.values()]
+    else:
+        ends = [s["eta_end_s"] if s["eta_end_s"] is not None else s["end_s"] for s in spans]
+        ends += [a.end_s for a in plan.assignments if a.job not in started]
     actual = max((s["end_s"] for s in spans), default=None) if finished else None
     projected = None if finished or not spans else max(ends, default=None)
+    failed = {s["job"]: s.get("error") or "failed" for s in spans if s["state"] == "failed"}
     return {
         "plan_id": plan.plan_id,
         "planned_makespan_s": plan.makespan_s,
@@ -165,13 +173,15 @@ def plan_summary(plan: Plan, spans: list[dict], baseline_s: Optional[float]) -> 
         "projected_makespan_s": projected,
         "jobs": len(jobs), "jobs_done": len(done & jobs),
         "states": {st: sum(1 for s in spans if s["state"] == st) for st in sorted({s["state"] for s in spans})},
+        "failed": failed,
     }
 
 
 def chart_data(plans: list[Plan], progress: Optional[dict[str, dict]] = None,
                baseline_makespan_s: Optional[float] = None, *, cluster: Any = None,
-               now: Optional[float] = None) -> dict:
-    """Everything the page draws, as JSON-able data (the plugin's JSON API; tests)."""
+               now: Optional[float] = None, table: Any = None) -> dict:
+    """Everything the page draws, as JSON-able data (the plugin's JSON API; tests). `table`: the
+    lineage's profile table (profiled step times for the projection, as the drift watch uses)."""
     now = time.time() if now is None else now
     attached = attach_records(plans, progress)
     # a node of CPU devices (no GPU on the machine) labels its lanes "cpu N"
@@ -179,7 +189,7 @@ def chart_data(plans: list[Plan], progress: Optional[dict[str, dict]] = None,
     out = []
     for i, p in enumerate(plans):
         recs = attached[p.plan_id]
-        origin, spans = actual_spans(p, recs, now)
+        origin, spans, proj = actual_spans(p, recs, now, table)
         base = (baseline_makespan_s if baseline_makespan_s is not None else plan_baseline(p)) if i == 0 else None
         out.append({
             "version": i + 1, "plan_id": p.plan_id, "parent_plan_id": p.parent_plan_id,
@@ -187,7 +197,7 @@ def chart_data(plans: list[Plan], progress: Optional[dict[str, dict]] = None,
             "solver": p.solver.model_dump(mode="json"),
             "lanes": [{"node": n, "gpu": g, "kind": kinds.get(n, "gpu")} for n, g in _lanes(p, recs, cluster)],
             "origin_epoch_s": origin, "actual": spans,
-            "summary": plan_summary(p, spans, base),
+            "summary": plan_summary(p, spans, base, proj),
             "plan": p.model_dump(mode="json"),
         })
     return {"workload": plans[-1].workload if plans else None, "now": now, "plans": out,
@@ -223,7 +233,20 @@ def sweep_summary(plan_ds: list[dict], attached: dict[str, dict[str, dict]],
         "states": {st: sum(1 for r in recs if r.get("state") == st)
                    for st in sorted({str(r.get("state")) for r in recs})},
         "replans": len(plan_ds) - 1,
+        "failed": {j: why for p in plan_ds for j, why in p["summary"]["failed"].items() if j not in done},
     }
+
+
+def lineage_table(store: Any, plans: list[Plan]) -> Any:
+    """The profile table a lineage was planned from (its root's `table_ref`), or None when missing."""
+    if not plans:
+        return None
+    try:
+        from saturn_airflow.tasks.planning import plan_table_of
+
+        return plan_table_of(store, plans[0])
+    except Exception:  # noqa: BLE001 - a missing or unreadable table only costs the extras
+        return None
 
 
 def store_context(store: Any, plans: list[Plan]) -> tuple[Any, Optional[float]]:
@@ -233,11 +256,8 @@ def store_context(store: Any, plans: list[Plan]) -> tuple[Any, Optional[float]]:
     if not plans:
         return None, None
     root = plans[0]
-    try:
-        from saturn_airflow.tasks.planning import plan_table_of
-
-        table = plan_table_of(store, root)
-    except Exception:  # noqa: BLE001 - a missing or unreadable table only costs the extras
+    table = lineage_table(store, plans)
+    if table is None:
         return None, plan_baseline(root)
     base = plan_baseline(root)
     if base is None:
@@ -389,6 +409,15 @@ def _summary_html(sm: dict) -> str:
     return f'<div class="summary">{bars}<p class="notes">{_e("; ".join(notes))}</p></div>'
 
 
+def _failed_html(failed: dict[str, str]) -> str:
+    """Jobs that failed for good, named with the reason: never dropped silently."""
+    if not failed:
+        return ""
+    items = "".join(f'<li data-job="{_e(j)}"><b>{_e(j)}</b>: {_e(why)}</li>' for j, why in sorted(failed.items()))
+    return (f'<div class="failed-jobs" role="alert"><b>{len(failed)} job{"s" if len(failed) != 1 else ""} failed</b> '
+            f'(clear its task in Airflow to resume it from its checkpoint):<ul>{items}</ul></div>')
+
+
 def _lineage_html(data: dict, dag_urls: Optional[dict[str, str]] = None) -> str:
     items = []
     for p in data["plans"]:
@@ -412,14 +441,15 @@ def _jobs_table(p: dict) -> str:
         state = s["state"] if s else "pending"
         prog = f'{s["step"]}/{s["total"]}' if s and s.get("total") else "-"
         rate = f'{s["rate_steps_per_s"]:.2f}/s' if s and isinstance(s.get("rate_steps_per_s"), (int, float)) else "-"
-        if s and s["state"] == "running" and isinstance(s.get("recent_rate_steps_per_s"), (int, float)):
-            rate = f'{s["recent_rate_steps_per_s"]:.2f}/s now, {rate} avg'
+        if s and s["state"] == "running" and isinstance(s.get("steady_rate_steps_per_s"), (int, float)):
+            rate = f'{s["steady_rate_steps_per_s"]:.2f}/s now, {rate} avg'
         eta = fmt_s(s["eta_end_s"] - s["end_s"]) if s and s["eta_end_s"] is not None else "-"
         rows.append(f'<tr data-job="{_e(a["job"])}"><td>{_e(a["job"])}</td><td>{_e(a["parallelism"])}</td>'
                     f'<td>{a["gpus"]}</td><td>{_e(a["node"])}: {_e(",".join(map(str, a["gpu_ids"])))}</td>'
                     f'<td>{_e(fmt_s(a["start_s"]))} - {_e(fmt_s(a["end_s"]))}</td>'
                     f'<td>{_e(fmt_s(s["start_s"]) + " - " + fmt_s(s["end_s"])) if s else "-"}</td>'
-                    f'<td><span class="dot" style="background:{STATE_COLORS.get(state, PENDING_COLOR)}"></span>{_e(state)}</td>'
+                    f'<td><span class="dot" style="background:{STATE_COLORS.get(state, PENDING_COLOR)}"></span>{_e(state)}'
+                    + (f' <span class="why">({_e(s["error"])})</span>' if s and s.get("error") else "") + '</td>'
                     f'<td>{_e(prog)}</td><td>{_e(rate)}</td><td>{_e(eta)}</td></tr>')
     return ('<table class="jobs"><thead><tr><th>job</th><th>parallelism</th><th>GPUs</th><th>where</th>'
             '<th>planned</th><th>actual</th><th>state</th><th>steps</th><th>rate</th><th>ETA</th></tr></thead>'
@@ -445,6 +475,8 @@ svg.gantt{display:block;max-width:1400px;font-size:11px}
 table.jobs{border-collapse:collapse;font-size:12px;margin-top:6px}
 table.jobs td,table.jobs th{border-bottom:1px solid #eef0f3;padding:2px 8px;text-align:left}
 details>summary{cursor:pointer;color:#333}.empty{color:#777}
+.failed-jobs{border:1px solid #d64545;background:#fdecec;color:#7a1f1f;padding:6px 10px;border-radius:4px;max-width:900px}
+.failed-jobs ul{margin:4px 0 0;padding-left:20px}
 """
 
 
@@ -459,24 +491,26 @@ def _legend() -> str:
 def render_html(plans: list[Plan], progress: Optional[dict[str, dict]] = None,
                 baseline_makespan_s: Optional[float] = None, *, cluster: Any = None,
                 now: Optional[float] = None, title: Optional[str] = None,
-                refresh_s: Optional[int] = None, dag_urls: Optional[dict[str, str]] = None) -> str:
+                refresh_s: Optional[int] = None, dag_urls: Optional[dict[str, str]] = None, table: Any = None,
+                extra_html: str = "") -> str:
     """One self-contained page for a plan lineage (oldest first, newest last): lineage with re-plan
     reasons, makespan comparison, and a Gantt chart per plan version (newest first, older folded).
 
     `progress` is ProgressStore.all(workload): job -> latest record. `cluster` (optional) gives the
     lane count of each node; by default the GPUs the plan and the records use. `refresh_s` adds a
-    meta refresh for live pages; `dag_urls` (plan id -> URL) links each version to its DAG.
+    meta refresh for live pages; `dag_urls` (plan id -> URL) links each version to its DAG;
+    `extra_html` (e.g. the leaderboard) goes right under the makespan comparison.
     """
     plans = list(plans)
-    data = chart_data(plans, progress, baseline_makespan_s, cluster=cluster, now=now)
+    data = chart_data(plans, progress, baseline_makespan_s, cluster=cluster, now=now, table=table)
     name = title or (f"Saturn plan: {data['workload']}" if plans else "Saturn plans")
     head = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(name)}</title>'
             + (f'<meta http-equiv="refresh" content="{int(refresh_s)}">' if refresh_s else "")
             + f'<style>{CSS}</style></head><body>')
     if not plans:
         return head + f'<h1>{_e(name)}</h1><p class="empty">No plans yet.</p></body></html>'
-    body = [f'<h1>{_e(name)}</h1>', '<h2>Makespan' + (' (whole sweep, all versions)' if len(plans) > 1 else '')
-            + '</h2><div class="sweep">' + _summary_html(data["sweep"]) + '</div>',
+    body = [f'<h1>{_e(name)}</h1>', _failed_html(data["sweep"]["failed"]), '<h2>Makespan' + (' (whole sweep, all versions)' if len(plans) > 1 else '')
+            + '</h2><div class="sweep">' + _summary_html(data["sweep"]) + '</div>', extra_html,
             '<h2>Lineage</h2>', _lineage_html(data, dag_urls)]
     for i, p in enumerate(reversed(data["plans"])):
         newest = i == 0

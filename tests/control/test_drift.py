@@ -75,16 +75,18 @@ def test_recent_rates_override_the_average():
     assert assess(plan2(), recs, now=T0 + 50, t0=T0, rates={"a": 0.25}).should_replan
 
 
-def test_rate_window_follows_a_slowdown():
-    from saturn_airflow.tasks.drift import RateWindow
+def test_the_rate_estimate_follows_a_slowdown():
+    from saturn_airflow.control.rates import RateWindow, estimate
+    from saturn_airflow.spec.progress import ProgressRecord
 
-    w = RateWindow(window_s=30)
-    step = 0
-    for t in range(0, 100, 5):
-        step += 10 if t < 50 else 1  # 2 steps/s, then 0.2 steps/s
-        rates = w.update({"a": {"state": "running", "step": step, "updated_at": T0 + t, "rate_steps_per_s": step / (t + 5)}})
-    assert abs(rates["a"] - 0.2) < 0.05
-    assert w.update({"a": {"state": "done"}}) == {} and "a" not in w.samples
+    trail, step = [], 0
+    for i in range(200):  # 2 steps/s for 50 s, then 0.2 steps/s
+        t = i * 0.5
+        step += 1 if t < 50 else (1 if i % 10 == 0 else 0)
+        trail.append((T0 + t, step))
+    rec = ProgressRecord(state="running", step=step, total=1000, first_step_at=T0, updated_at=T0 + 99.5,
+                         trail=trail[-120:])
+    assert abs(estimate(rec, RateWindow(window_s=30, window_steps=2)).rate - 0.2) < 0.05
 
 
 def test_thresholds_double_with_each_replan_in_the_lineage():

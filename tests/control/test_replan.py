@@ -1,6 +1,7 @@
 """Re-plan: remaining work only, observed rates, keep-vs-preempt by expected gain, one winner per plan."""
 
 import threading
+import time
 
 from saturn_airflow.control import replan
 from saturn_airflow.spec.plan import check_plan
@@ -77,10 +78,10 @@ def test_preempts_when_a_faster_config_wins_and_keeps_otherwise():
 
 def test_two_concurrent_replans_leave_exactly_one_version(tmp_path):
     store = Store(str(tmp_path))
-    ps, prog = PlanStore(store), ProgressStore(store)
+    ps = PlanStore(store)
     t = table_four()
-    p = plan_table(t, solver="highs", time_limit=5, workload="w")
-    ps.publish(p)
+    p = ps.publish(plan_table(t, solver="highs", time_limit=5, workload="w"))
+    prog = ProgressStore(store, sweep=p.sweep)
     j = sorted(p.assignments, key=lambda a: a.start_s)[0].job
     prog.put("w", j, rec(p, j, "running", 10, 100, rate=0.2))
     out = []
@@ -141,7 +142,7 @@ def test_a_job_whose_task_holds_its_lease_counts_as_running(tmp_path):
     t = table_four()
     p = plan_table(t, solver="highs", time_limit=5, workload="w")
     job = sorted(p.assignments, key=lambda a: a.start_s)[0].job
-    with leases.acquire(store, [leases.job_key("w", job)], {"job": job, "plan_id": p.plan_id}):
+    with leases.acquire(store, [leases.job_key("w", job, sweep=p.sweep)], {"job": job, "plan_id": p.plan_id}):
         recs = replan.with_leased_jobs(store, p, {})
         assert recs[job]["state"] == "running" and recs[job]["leased_only"]
         res = replan.replan_plan(t, p, recs, {j.name: 100 for j in t.jobs}, solver="highs", time_limit=3)
@@ -149,12 +150,25 @@ def test_a_job_whose_task_holds_its_lease_counts_as_running(tmp_path):
     assert replan.with_leased_jobs(store, p, {}) == {}
 
 
-def test_rates_since_the_drift_sample_are_the_freshest():
-    recs = {"a": {"state": "running", "step": 40, "updated_at": 130.0, "rate_steps_per_s": 2.0},
-            "b": {"state": "done", "step": 100, "updated_at": 130.0},
-            "c": {"state": "running", "step": 12, "updated_at": 102.0}}
-    out = replan.rates_since({"a": [100.0, 25], "b": [100.0, 90], "c": [100.0, 10]}, recs)
-    assert out == {"a": 0.5}  # b finished; c: too short an interval to trust
+def test_the_records_steady_rate_now_beats_the_watchs_and_fills_in_for_none(tmp_path):
+    store = Store(str(tmp_path))
+    t = table_four()
+    p = plan_table(t, solver="highs", time_limit=5, workload="w")
+    ps = PlanStore(store)
+    p = ps.publish(p)
+    prog = ProgressStore(store, sweep=p.sweep)
+    a, c = sorted(p.assignments, key=lambda x: (x.start_s, x.job))[:2]
+    now = time.time()
+    trail = [(now - 30 + 0.5 * i, i) for i in range(61)]  # 2 steps/s for 30 s, past warm-up
+    prog.put("w", a.job, {"state": "running", "plan_id": p.plan_id, "step": 60, "total": 100, "first_step_at": now - 30,
+                          "updated_at": now, "trail": trail, "started_at": now - 32})
+    prog.put("w", c.job, {"state": "running", "plan_id": p.plan_id, "step": 3, "total": 100, "first_step_at": now - 2,
+                          "updated_at": now, "trail": [(now - 2, 0), (now, 3)], "started_at": now - 4})  # warming up
+    res = replan.replan_from_store(ps, prog, t, p.plan_id, {j.name: 100 for j in t.jobs}, owner="me", solver="highs",
+                                   time_limit=3, rates={a.job: 0.1, c.job: 0.3})
+    assert abs(res.observed[a.job].rate_steps_per_s - 2.0) < 0.05  # its own steady rate, fresher than the watch's
+    assert res.observed[c.job].rate_steps_per_s == 0.3  # no steady rate yet: the watch's stands in
+    assert res.plan.model_extra["start_steps"] == {a.job: 60, c.job: 3}
 
 
 def table_two_nodes():

@@ -54,6 +54,7 @@ class AirflowHarness:
         self.port = port
         self.keep_home = keep_home
         self.procs: dict[str, subprocess.Popen] = {}
+        self.retired: list[subprocess.Popen] = []  # components restarted: their old processes
         self._token: Optional[str] = None
         self._token_at = 0.0
         self.saturn_home = os.path.join(self.home, "saturn")
@@ -121,17 +122,43 @@ class AirflowHarness:
         self.migrate_s = time.time() - t0
         try:
             for comp in COMPONENTS:
-                args = ["api-server", "--port", str(self.port), "--host", "127.0.0.1"] if comp == "api-server" else [comp]
-                log = open(os.path.join(self.home, f"{comp}.log"), "ab")
-                self.procs[comp] = subprocess.Popen(self._airflow(*args), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home)
-                log.close()
+                self._spawn(comp, env)
             self.wait_healthy(timeout_s)
         except BaseException:
             self.stop()
             raise
         self.start_s = time.time() - t0
         return self
+
+    def _spawn(self, comp: str, env: Optional[dict] = None) -> subprocess.Popen:
+        args = ["api-server", "--port", str(self.port), "--host", "127.0.0.1"] if comp == "api-server" else [comp]
+        log = open(os.path.join(self.home, f"{comp}.log"), "ab")
+        proc = subprocess.Popen(self._airflow(*args), env=env or self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home)
+        log.close()
+        old = self.procs.get(comp)
+        if old is not None:
+            self.retired.append(old)  # its process group may still hold children: stop() ends them
+        self.procs[comp] = proc
+        return proc
+
+    def kill(self, comp: str, sig: int = signal.SIGKILL) -> int:
+        """Send `sig` to one component's main process (by its PID, not its group: a crash, not a stop)."""
+        proc = self.procs[comp]
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        return proc.pid
+
+    def restart(self, comp: str, sig: int = signal.SIGKILL, wait: bool = True) -> tuple[int, int]:
+        """Kill a component by its PID and start it again: (old pid, new pid)."""
+        old = self.kill(comp, sig)
+        new = self._spawn(comp).pid
+        if wait:
+            self.wait_healthy(300)
+        return old, new
 
     def wait_healthy(self, timeout_s: float) -> None:
         deadline = time.time() + timeout_s
@@ -163,6 +190,12 @@ class AirflowHarness:
 
     def stop(self, grace_s: float = 25.0) -> None:
         """SIGTERM each component's process group (by its PID), wait, then SIGKILL what is left."""
+        for p in self.retired:  # groups of components killed and restarted: orphans of the old process
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.retired.clear()
         for p in self.procs.values():
             if p.poll() is None:
                 try:

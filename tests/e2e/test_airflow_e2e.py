@@ -7,7 +7,9 @@ on this machine's CPU devices. One Airflow instance serves all three scenarios.
 2. one job made slower than profiled (data_args slow_after_step/slow_step_s): exactly one re-plan
    run, whose plan holds only the remaining jobs, and every job finishes exactly once;
 3. a job that fits no node: the planning run fails at validation with the reason in the task log and
-   no plan is published.
+   no plan is published;
+4. the same workload planned again (what a scheduled planning DAG does every period): a new sweep
+   that trains every job again from step 0, while the first sweep's records stay as they were.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from airflow_harness import AirflowHarness  # noqa: E402
 from saturn_airflow.execution import leases
 
 from saturn_airflow.tasks import events as job_events
-from saturn_airflow.store.records import PlanStore, Store  # noqa: E402
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -152,8 +154,8 @@ def max_concurrent_slots(tis: list[dict], pool: str) -> int:
     return peak
 
 
-def done_once(af, name: str, jobs: set[str]) -> None:
-    ev = job_events.events(Store(af.saturn_home), name)
+def done_once(af, name: str, jobs: set[str], sweep: str | None = None) -> None:
+    ev = job_events.events(Store(af.saturn_home), name, sweep=sweep)
     ends = [e for e in ev if e["event"] == "end"]
     done = [e["job"] for e in ends if e["status"] == "done"]
     assert sorted(done) == sorted(jobs), f"jobs finished: {done}"
@@ -261,3 +263,38 @@ def test_slow_job_triggers_exactly_one_replan(af, wl_dir):
     print(f"\nscenario 2: v1 {v1.makespan_s:.0f} s planned; re-plan {extra['replan']['option']} "
           f"(kept {extra['kept']}, preempted {extra['preempted']}, done {sorted(done_at_replan)}); "
           f"v2 {v2.makespan_s:.0f} s planned for {len(v2.assignments)} jobs")
+
+
+# ---------------------------------------------------------------------------- scenario 4
+def test_the_same_workload_planned_again_is_a_new_sweep(af, wl_dir):
+    """Scenario 1's workload (same name, same jobs; 20 steps to keep it short) triggered again."""
+    name = "e2e-basic"
+    wl = workload(name)
+    for j in wl["jobs"]:
+        j["steps"] = 20
+    path = wl_dir / "again" / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(wl, sort_keys=False))
+    st = Store(af.saturn_home)
+    sweeps = []
+    for _ in range(1 if plans_of(af, name) else 2):  # run alone, it makes the first sweep itself
+        before = {p.plan_id for p in plans_of(af, name)}
+        run_id, state = plan_sweep(af, str(path), drift_min_s=3600)
+        assert state == "success", explain(af, "saturn_plan", run_id)
+        (new,) = [p for p in plans_of(af, name) if p.plan_id not in before]
+        assert new.parent_plan_id is None and new.sweep_id == new.plan_id  # a root: a sweep of its own
+        dag_id = f"saturn_run__{new.plan_id}"
+        run = af.wait_first_run(dag_id, timeout_s=240)
+        assert af.wait_run(dag_id, run["dag_run_id"], timeout_s=900) == "success", explain(af, dag_id, run["dag_run_id"])
+        for a in new.assignments:
+            log = af.task_log(dag_id, run["dag_run_id"], a.job, 1)
+            assert "already finished" not in log, log[-2000:]
+            rec = ProgressStore(st, sweep=new.sweep).get(name, a.job)
+            assert (rec["state"], rec["plan_id"], rec["step"], rec.get("start_step")) == ("done", new.plan_id, 20, 0), rec
+        done_once(af, name, {a.job for a in new.assignments}, sweep=new.sweep)
+        sweeps.append(new.sweep)
+    earlier = sorted({p.sweep for p in plans_of(af, name)} - {sweeps[-1]})
+    assert earlier  # the first sweep is still there, its jobs done exactly once, untouched by the second
+    for sweep in earlier:
+        done_once(af, name, {a.job for p in plans_of(af, name) if p.sweep == sweep for a in p.assignments}, sweep=sweep)
+    assert leases.overlaps(leases.history(st)) == []

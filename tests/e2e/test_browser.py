@@ -1,6 +1,7 @@
 """The Gantt view in a real browser: headless Chromium logs in to a running Airflow, opens the
 'Saturn plan' tab of a finished plan's DAG and the Browse page, and checks through the DOM that the
-chart shows one planned bar per job on each of its GPU lanes, and the actual slots as done.
+chart shows one planned bar per job on each of its GPU lanes, and the actual slots as done, and that
+the leaderboard ranks every job with the winner marked and draws each job's metric curves.
 Screenshots go to artifacts/ (kept by CI).
 
 Needs the Debian `chromium` package (scripts/setup-browser.sh). Runs the tiny example sweep through the real
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from airflow_harness import ROOT, AirflowHarness  # noqa: E402
 from browser import Browser, chromium_path  # noqa: E402
-from ui_check import IFRAME_DOC, gantt_bars, login, open_plugin_page  # noqa: E402
+from ui_check import IFRAME_DOC, gantt_bars, leaderboard_rows, login, open_plugin_page  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = ROOT / "artifacts"
@@ -87,6 +88,15 @@ def test_gantt_tab_of_a_finished_plan(finished_sweep):
         assert set(actual) == set(planned) and set(actual.values()) == {"done"}, actual
         summary = b.evaluate(f"{IFRAME_DOC}.querySelector('.sweep').innerText")
         assert "planned" in summary and "actual" in summary and "lower bound" in summary, summary
+        # the leaderboard: every job of the sweep ranked by its held-out loss, the winner marked, its curves
+        board = leaderboard_rows(b)
+        jobs = {a.job for p in lineage for a in p.assignments}
+        assert {r["job"] for r in board["rows"]} == jobs and all(r["state"] == "done" for r in board["rows"]), board
+        [winner] = [r for r in board["rows"] if r["winner"]]
+        assert winner["rank"] == "1" and winner["visible"], board
+        assert board["curves"] == {m: sorted(jobs) for m in ("loss", "accuracy")}, board["curves"]
+        b.evaluate(f"{IFRAME_DOC}.querySelector('section.results').scrollIntoView()")
+        b.screenshot(ARTIFACTS / "leaderboard-dag-tab.png")
 
         open_plugin_page(b, f"{af.url}/plugin/saturn")
         assert plan.plan_id in b.evaluate(f"{IFRAME_DOC}.body.innerText")

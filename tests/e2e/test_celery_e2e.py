@@ -140,9 +140,11 @@ def workload(name: str, flag: str) -> dict:
     lm = {"model": "saturn_airflow.examples.models:gpt", "model_args": {"size": "tiny", "vocab": 512, "seq_len": 32},
           "data": "saturn_airflow.examples.data:tokens", "batch_size": 8, "optimizer": {"name": "adamw", "lr": 1e-3}}
     jobs = [{"name": "lm-a", **lm, "steps": 800,
-             "data_args": {"seq_len": 32, "vocab": 512, "slow_while": flag, "slow_step_s": 0.5}},
+             "data_args": {"seq_len": 32, "vocab": 512, "slow_after_step": 0, "slow_after_file": flag,
+                           "slow_step_s": 0.5}},
             {"name": "lm-b", **lm, "steps": 800,
-             "data_args": {"seq_len": 32, "vocab": 512, "slow_while": flag, "slow_step_s": 0.5, "seed": 1}}]
+             "data_args": {"seq_len": 32, "vocab": 512, "slow_after_step": 0, "slow_after_file": flag,
+                           "slow_step_s": 0.5, "seed": 1}}]
     return {"name": name, "parallelisms": ["single"], "jobs": jobs,
             "cluster": {"nodes": [{"name": "node0", "gpus": 1, "gpu_type": "cpu"},
                                   {"name": "node1", "gpus": 1, "gpu_type": "cpu"}]}}
@@ -179,7 +181,7 @@ def resumed_at(log: str) -> int:
 def test_two_nodes_move_a_slowed_job_and_survive_a_killed_worker(cluster, tmp_path):
     api = ClusterApi(cluster)
     store = Store(cluster.shared, db=cluster.store_db)
-    ps, progress = PlanStore(store), ProgressStore(store)
+    ps = PlanStore(store)
     name = "celery-2node"
     flag = os.path.join(cluster.home, "slow-{node}")
     path = tmp_path / f"{name}.yaml"
@@ -207,6 +209,7 @@ def test_two_nodes_move_a_slowed_job_and_survive_a_killed_worker(cluster, tmp_pa
     on = {a.node: a.job for a in v1.assignments}
     assert set(on) == {"node0", "node1"}, f"expected one job per node: {v1.to_json()}"
     slow_job, other_job = on["node0"], on["node1"]
+    progress = ProgressStore(store, sweep=v1.sweep)
 
     # ---- 3. slow node0 while its job runs; the drift sensor re-plans
     dag1 = f"saturn_run__{v1.plan_id}"
@@ -232,10 +235,10 @@ def test_two_nodes_move_a_slowed_job_and_survive_a_killed_worker(cluster, tmp_pa
     dag2 = f"saturn_run__{v2.plan_id}"
     run2 = api.wait_first_run(dag2, timeout_s=240)
     preempted_at = wait_for("v1's task of the slowed job to stop", lambda: next(
-        (e for e in job_events.events(store, name) if e["event"] == "end" and e["job"] == slow_job
+        (e for e in job_events.events(store, name, v1.sweep) if e["event"] == "end" and e["job"] == slow_job
          and e["plan_id"] == v1.plan_id), None), 300)
     assert preempted_at["status"] == "preempted", preempted_at
-    ck_root = keys.checkpoint_dir(cluster.checkpoint_url, name, slow_job)
+    ck_root = keys.checkpoint_dir(cluster.checkpoint_url, name, v1.sweep, slow_job)
     assert ck_root.startswith("file://")
     step_preempted = read_latest(ck_root)["step"]
     rec = wait_for(f"{slow_job} running on node1", lambda: (
@@ -291,8 +294,8 @@ def test_two_nodes_move_a_slowed_job_and_survive_a_killed_worker(cluster, tmp_pa
                 assert e["key"].split("/")[1] == node
                 assert e["devices"] == cluster.nodes[node], e  # the node's own device, never the other's
     assert leases.overlaps(hist) == [], leases.overlaps(hist)
-    assert any(e["event"] == "broken" and e["key"] == f"job/{name}/{slow_job}" for e in hist)  # the dead holder's
-    done = [e["job"] for e in job_events.events(store, name) if e["event"] == "end" and e["status"] == "done"]
+    assert any(e["event"] == "broken" and e["key"] == leases.job_key(name, slow_job, sweep=v1.sweep) for e in hist)  # the dead holder's
+    done = [e["job"] for e in job_events.events(store, name, v1.sweep) if e["event"] == "end" and e["status"] == "done"]
     assert sorted(done) == sorted([slow_job, other_job]), done
     assert (progress.get(name, slow_job) or {})["state"] == "done"
     print(f"\ncelery 2-node: planning {timings['planning']:.0f} s; slowdown -> re-plan {timings['slow_to_replan']:.0f} s "

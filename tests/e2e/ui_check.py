@@ -49,3 +49,16 @@ def gantt_bars(b: Browser) -> list[dict]:
                 lane: lane ? [lane.dataset.node, +lane.dataset.gpu] : null,
                 width: g.querySelector('rect').getBoundingClientRect().width}}; }}))"""
     return json.loads(b.evaluate(js))
+
+
+def leaderboard_rows(b: Browser) -> dict:
+    """The leaderboard table in the iframe (job, rank, state, winner, shown) and, per metric chart, its jobs."""
+    js = f"""JSON.stringify((() => {{ const d = {IFRAME_DOC};
+        const rows = [...d.querySelectorAll('section.results table.leaderboard tbody tr')].map(tr => ({{
+            job: tr.dataset.job, rank: tr.dataset.rank, state: tr.dataset.state, winner: tr.dataset.winner === 'true',
+            visible: tr.getBoundingClientRect().height > 0}}));
+        const curves = {{}};
+        d.querySelectorAll('section.results svg.curves').forEach(svg => {{
+            curves[svg.dataset.metric] = [...svg.querySelectorAll('polyline.curve')].map(l => l.dataset.job).sort(); }});
+        return {{rows, curves}}; }})())"""
+    return json.loads(b.evaluate(js))

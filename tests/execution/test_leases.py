@@ -2,6 +2,7 @@
 the heartbeat stops, and a history that proves no device was held twice."""
 
 import multiprocessing as mp
+import os
 import subprocess
 import sys
 import time
@@ -128,3 +129,25 @@ def test_overlaps_detects_a_double_lease():
     assert leases.overlaps(ev)
     ok = ev[:1] + [{"t": 1.5, "event": "release", "key": "device/n/0", "token": "a"}] + ev[1:]
     assert leases.overlaps(ok) == []
+
+
+def test_a_dead_holder_whose_launch_still_runs_keeps_its_lease(store):
+    """The task process died (SIGKILL) but the training it launched (its process group) has not
+    stopped yet: the devices stay leased until that group is gone."""
+    s = store
+    launch = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        code = ("from saturn_airflow.execution import leases; from saturn_airflow.store.records import Store; "
+                f"held = leases.acquire(Store({s.url!r}, db={s.db_url!r}), ['device/n/0', 'job/w/j'], {{'job': 'j'}}); "
+                f"held.attach_group({launch.pid})")
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120)  # the holder exits, its group lives
+        assert leases.holder(s, "device/n/0")["group"] == launch.pid
+        assert not leases.is_stale(leases.holder(s, "device/n/0"))
+        with pytest.raises(leases.LeaseTimeout):
+            leases.acquire(s, ["device/n/0"], {"job": "retry"}, timeout_s=0.5, poll_s=0.1)
+    finally:
+        os.killpg(launch.pid, 9)
+        launch.wait(30)
+    with leases.acquire(s, ["device/n/0", "job/w/j"], {"job": "retry"}, timeout_s=5):  # now it is stale
+        assert leases.holder(s, "device/n/0")["job"] == "retry"
+    assert leases.overlaps(leases.history(s)) == []

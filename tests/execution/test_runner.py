@@ -17,7 +17,7 @@ from saturn_airflow.execution.checkpoint import read_latest
 from saturn_airflow.execution.devices import Devices
 from saturn_airflow.execution.launch import checkpoint_root, run_job
 from saturn_airflow.parallelisms import get_parallelism
-from saturn_airflow.store.records import ProgressStore, Store
+from saturn_airflow.store.records import BY_HAND, ProgressStore, Store
 from saturn_airflow.spec.workload import parse_workload
 
 STEPS = 6
@@ -50,7 +50,8 @@ def losses_by_step(path):
     with open(path) as f:
         for line in f:
             r = json.loads(line)
-            out.setdefault(r["step"], []).append(r["loss"])
+            if "step" in r:  # a launch's first line says where it started
+                out.setdefault(r["step"], []).append(r["loss"])
     return out
 
 
@@ -80,7 +81,7 @@ def test_resume_under_another_parallelism_matches_uninterrupted(tmp_path, ref6, 
     assert sorted(got) == list(range(STEPS))
     for s, vals in got.items():
         assert vals == pytest.approx([ref6[s]] * len(vals), abs=2e-5), (s, vals, ref6[s])
-    rec = ProgressStore(Store(str(tmp_path / "store"))).get("run-test", "lm")
+    rec = ProgressStore(Store(str(tmp_path / "store")), sweep=BY_HAND).get("run-test", "lm")
     assert rec["state"] == "done" and rec["step"] == STEPS and rec["total"] == STEPS
     for k in ("plan_id", "rate_steps_per_s", "started_at", "updated_at", "finished_at", "parallelism", "device_ids"):
         assert k in rec, k
@@ -106,7 +107,7 @@ def test_sigterm_preempts_sigkill_loses_at_most_one_interval_and_resume_is_exact
     assert r1.status == "preempted", r1.message
     k1 = read_latest(r1.checkpoint_dir)["step"]
     assert 5 <= k1 < steps and r1.step == k1
-    assert ProgressStore(Store(str(tmp_path / "store"))).get("run-test", "lm")["state"] == "preempted"
+    assert ProgressStore(Store(str(tmp_path / "store")), sweep=BY_HAND).get("run-test", "lm")["state"] == "preempted"
 
     # 2) ddp x2 resumes at k1; SIGKILL one rank a few steps later: failed, at most one interval lost
     procs = {}
@@ -127,7 +128,7 @@ def test_sigterm_preempts_sigkill_loses_at_most_one_interval_and_resume_is_exact
     assert seen["killed"] and r2.status == "failed", (r2.status, r2.message)
     k2 = read_latest(r2.checkpoint_dir)["step"]
     assert seen["max"] - k2 <= every, (seen["max"], k2)
-    assert ProgressStore(Store(str(tmp_path / "store"))).get("run-test", "lm")["state"] == "failed"
+    assert ProgressStore(Store(str(tmp_path / "store")), sweep=BY_HAND).get("run-test", "lm")["state"] == "failed"
 
     # 3) single x1 finishes from k2; every logged loss (re-done steps included) equals the uninterrupted run
     r3 = run(tmp_path, wl, "single", [0])
@@ -138,9 +139,38 @@ def test_sigterm_preempts_sigkill_loses_at_most_one_interval_and_resume_is_exact
         assert vals == pytest.approx([ref[s]] * len(vals), abs=3e-5), (s, vals, ref[s])
 
 
+@pytest.mark.distributed
+def test_one_device_runs_without_torchrun_and_sigterm_still_preempts(tmp_path):
+    """A one-device launch starts the runner itself (no torchrun agent); SIGTERM still ends it with a
+    checkpoint, and the resumed run finishes with the uninterrupted run's losses."""
+    steps = 20
+    ref = reference(steps)
+    wl = workload(steps, slow_s=0.08)
+    stop = threading.Event()
+    procs = {}
+
+    def watch(line):
+        m = re.search(r"step (\d+)/", line)
+        if m and int(m.group(1)) >= 4:
+            stop.set()
+
+    r1 = run(tmp_path, wl, "single", [1], stop_event=stop, log=watch, progress_every_s=0.0,
+             on_start=lambda p: procs.__setitem__("cmd", p.args))
+    assert "torch.distributed.run" not in procs["cmd"] and "saturn_airflow.execution.runner" in procs["cmd"]
+    assert r1.status == "preempted", r1.message
+    k1 = read_latest(r1.checkpoint_dir)["step"]
+    assert 4 <= k1 < steps
+    r2 = run(tmp_path, wl, "single", [0])
+    assert r2.status == "done" and r2.returncode == 0, r2.message
+    got = losses_by_step(tmp_path / "losses.jsonl")
+    assert sorted(got) == list(range(steps))
+    for s, vals in got.items():
+        assert vals == pytest.approx([ref[s]] * len(vals), abs=3e-5), (s, vals, ref[s])
+
+
 def test_checkpoint_root_is_under_the_store(tmp_path):
-    assert checkpoint_root(str(tmp_path), "w", "j") == os.path.join(str(tmp_path), "checkpoints", "w", "j")
-    assert checkpoint_root(str(tmp_path), "w", "j", "/x/y") == "/x/y"
+    assert checkpoint_root(str(tmp_path), "w", "j", sweep="s") == os.path.join(str(tmp_path), "checkpoints", "w", "s", "j")
+    assert checkpoint_root(str(tmp_path), "w", "j", sweep="s", checkpoint_dir="/x/y") == "/x/y"
 
 
 def test_failed_job_reports_root_cause(tmp_path):
@@ -184,14 +214,40 @@ def test_progress_records_carry_the_recent_rate(tmp_path, monkeypatch):
 
     now = [100.0]
     monkeypatch.setattr(runner.time, "time", lambda: now[0])
-    rep = runner.ProgressReporter(workload="w", job="j", plan_id="p", parallelism="ddp", device_ids=[0],
+    rep = runner.ProgressReporter(workload="w", job="j", plan_id="p", sweep=BY_HAND, parallelism="ddp", device_ids=[0],
                                   store_url=str(tmp_path), every_s=0.0)
     rep.start(0, 100)
     now[0] = 110.0
     rep.update(10, 1.0)  # 10 steps in 10 s
     now[0] = 115.0
     rep.update(30, 1.0)  # then 20 steps in 5 s
-    rec = ProgressStore(Store(str(tmp_path))).get("w", "j")
+    rec = ProgressStore(Store(str(tmp_path)), sweep=BY_HAND).get("w", "j")
     assert rec["step"] == 30
     assert rec["rate_steps_per_s"] == pytest.approx(30 / 15)
     assert rec["recent_rate_steps_per_s"] == pytest.approx(20 / 5)
+
+
+def test_records_carry_the_trail_rates_are_computed_from_and_the_loss_log_every_step(tmp_path, monkeypatch):
+    from saturn_airflow.control.rates import RateWindow, estimate
+    from saturn_airflow.execution import runner
+    from saturn_airflow.spec.progress import JobState, ProgressRecord
+
+    now = [100.0]
+    monkeypatch.setattr(runner.time, "time", lambda: now[0])
+    log = tmp_path / "losses.jsonl"
+    rep = runner.ProgressReporter(workload="w", job="j", plan_id="p", sweep="s", parallelism="ddp", device_ids=[0, 1],
+                                  store_url=str(tmp_path), every_s=3.0, loss_log=str(log))
+    rep.start(40, 400)  # resumed at step 40
+    for i in range(1, 121):  # 0.1 s per step for the first 2 s (warm-up), then 0.05 s
+        now[0] += 0.1 if i <= 20 else 0.05
+        rep.update(40 + i, 1.0 / i)
+    rec = ProgressRecord.parse(ProgressStore(Store(str(tmp_path)), sweep="s").get("w", "j"))
+    assert rec.state == JobState.RUNNING and rec.start_step == 40 and rec.first_step_at == 100.0
+    assert rec.trail[0][1] >= 40 and rec.trail[-1][0] <= rec.updated_at + 1e-3 and rec.pid == os.getpid()
+    est = estimate(rec, RateWindow(warmup_s=2.0, window_s=3.0, window_steps=10))
+    assert est.rate == pytest.approx(20.0, rel=0.05)  # the steady pace, not the warm-up's
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert lines[0]["start"] == 40 and lines[0]["plan_id"] == "p"
+    assert [x["step"] for x in lines[1:]] == list(range(40, 160))  # every step, 0-based
+    rep.fail(160, "RuntimeError: boom")
+    assert ProgressStore(Store(str(tmp_path)), sweep="s").get("w", "j")["state"] == "interrupted"

@@ -19,6 +19,7 @@ from saturn_airflow.tasks import drift as drift_steps
 from saturn_airflow.tasks import events as job_events
 from saturn_airflow.tasks import planning as planning_steps
 from saturn_airflow.tasks import pools
+from saturn_airflow.tasks import training as training_steps
 from saturn_airflow.spec.plan import Plan
 from saturn_airflow.tasks.render import synthetic_plan
 from saturn_airflow.store.records import PlanStore, ProgressStore, Store
@@ -49,9 +50,7 @@ def store(tmp_path, monkeypatch):
 def publish(store, n=2, plan_id="w-v1", **extra):
     data = synthetic_plan(n, nodes=[("local", 2)], plan_id=plan_id, workload="w").model_dump(mode="json")
     data.update(extra)
-    p = Plan.model_validate(data)
-    PlanStore(store).publish(p)
-    return p
+    return PlanStore(store).publish(Plan.model_validate(data))
 
 
 # ------------------------------------------------------------------ planning
@@ -70,6 +69,22 @@ jobs:
     op = SaturnValidateOperator(task_id="validate", workload=str(wl))
     with pytest.raises(AirflowFailException, match="needs-two.*fits no node"):
         op.execute(ctx())
+
+
+def test_validate_names_the_job_and_path_of_a_factory_that_does_not_import(tmp_path, store):
+    from saturn_airflow.operators.planning import SaturnValidateOperator
+
+    wl = tmp_path / "bad.yaml"
+    wl.write_text("""
+name: bad
+cluster: {nodes: [{name: n0, gpus: 2}]}
+jobs:
+  - {name: ok, model: saturn_airflow.examples.models:gpt, data: saturn_airflow.examples.data:tokens, batch_size: 4, steps: 2}
+  - {name: typo, model: saturn_airflow.examples.modles:gpt, data: saturn_airflow.examples.data:tokens, batch_size: 4, steps: 2}
+""")
+    with pytest.raises(AirflowFailException, match="job 'typo': cannot import the model factory "
+                                                   "'saturn_airflow.examples.modles:gpt'"):
+        SaturnValidateOperator(task_id="validate", workload=str(wl)).execute(ctx())
 
 
 def test_validate_returns_nodes(tmp_path, store):
@@ -111,7 +126,7 @@ def fake_runner(monkeypatch):
 
     def run_job(workload, job, *, parallelism, knobs, device_ids, store_url, plan_id, log, stop_event, **kw):
         calls.append((job, plan_id, tuple(device_ids)))
-        prog = ProgressStore(Store(store_url))
+        prog = ProgressStore(Store(store_url), sweep=kw["sweep"])
         prog.put("w", job, {"plan_id": plan_id, "state": "running", "step": 0, "total": 10, "started_at": time.time()})
         if stop_event.wait(0.3):
             prog.put("w", job, {"plan_id": plan_id, "state": "preempted", "step": 3, "total": 10})
@@ -141,7 +156,7 @@ def test_trains_on_the_plan_devices_then_never_again(store, fake_runner):
     again = train(p, a.job).execute(ctx())  # e.g. a retry, or the same job in a newer plan
     assert again == {"job": a.job, "status": "done", "ran": False} and len(fake_runner) == 1
     hist = leases.history(store)
-    assert {e["key"] for e in hist} == {f"job/w/{a.job}"} | {f"device/local/{g}" for g in a.gpu_ids}
+    assert {e["key"] for e in hist} == {f"job/w/{p.sweep}/{a.job}"} | {f"device/local/{g}" for g in a.gpu_ids}
     assert [e["event"] for e in job_events.events(store, "w")] == ["start", "end"]
 
 
@@ -171,16 +186,39 @@ def test_kept_job_in_the_child_waits_for_the_parent_run_and_does_not_rerun(store
     job = p.assignments[0].job
     child = publish(store, n=2, plan_id="w-v2", parent_plan_id=p.plan_id, kept=[job])
     # the parent's task holds the job lease; the child's task waits for it, then sees "done"
-    held = leases.acquire(store, [leases.job_key("w", job)], {"job": job, "plan_id": p.plan_id})
+    held = leases.acquire(store, [leases.job_key("w", job, sweep=p.sweep)], {"job": job, "plan_id": p.plan_id})
     box = {}
     t = threading.Thread(target=lambda: box.setdefault("out", train(child, job).execute(ctx())))
     t.start()
     time.sleep(1.5)
     assert t.is_alive()  # waiting on the lease
-    ProgressStore(store).put("w", job, {"plan_id": p.plan_id, "state": "done", "step": 10, "total": 10})
+    ProgressStore(store, sweep=p.sweep).put("w", job, {"plan_id": p.plan_id, "state": "done", "step": 10, "total": 10})
     held.release()
     t.join(30)
     assert box["out"]["ran"] is False and fake_runner == []
+
+
+def test_a_new_sweep_trains_again_while_a_replan_never_reruns(store, fake_runner):
+    """Two runs of the planning DAG for one workload are two sweeps; a re-plan stays in its parent's."""
+    first = publish(store)
+    job = first.assignments[0].job
+    assert train(first, job).execute(ctx())["ran"]
+    stored_first = PlanStore(store).get(first.plan_id)
+    assert stored_first.sweep_id == first.plan_id  # a root plan starts its sweep
+    replan = publish(store, n=2, plan_id="w-v1-re", parent_plan_id=first.plan_id, kept=[])
+    assert replan.sweep == first.plan_id  # recorded at publish time
+    again = train(replan, job).execute(ctx())
+    assert again["ran"] is False and len(fake_runner) == 1  # same sweep: finished work is never redone
+    second = publish(store, plan_id="w-v2")  # the planning DAG's next run: a new root
+    out = train(second, job).execute(ctx())
+    assert out["ran"] and [c[1] for c in fake_runner] == [first.plan_id, second.plan_id]
+    assert ProgressStore(store, sweep=second.sweep).get("w", job)["plan_id"] == second.plan_id
+    assert ProgressStore(store, sweep=first.sweep).get("w", job)["plan_id"] == first.plan_id  # untouched
+    sweeps = [(e["sweep"], e["event"]) for e in job_events.events(store, "w")]
+    assert sweeps == [(first.sweep, "start"), (first.sweep, "end"), (second.sweep, "start"), (second.sweep, "end")]
+    assert [e["event"] for e in job_events.events(store, "w", sweep=second.sweep)] == ["start", "end"]
+    keys = {e["key"] for e in leases.history(store) if e["key"].startswith("job/")}
+    assert keys == {f"job/w/{first.sweep}/{job}", f"job/w/{second.sweep}/{job}"}
 
 
 # ------------------------------------------------------------------ drift
@@ -197,7 +235,7 @@ def test_drift_sensor_defers_to_the_installed_trigger(store):
     assert path == "saturn_airflow.operators.triggers.DriftTrigger" and kwargs["plan_id"] == p.plan_id
     # the trigger fires "done" once every job is done
     for a in p.assignments:
-        ProgressStore(store).put("w", a.job, {"plan_id": p.plan_id, "state": "done", "finished_at": time.time()})
+        ProgressStore(store, sweep=p.sweep).put("w", a.job, {"plan_id": p.plan_id, "state": "done", "finished_at": time.time()})
     from saturn_airflow.operators.triggers import DriftTrigger
 
     trig = DriftTrigger(**kwargs)
@@ -215,13 +253,13 @@ def test_trigger_fires_drift_for_a_late_plan(store):
     p = publish(store, n=2)
     a = sorted(p.assignments, key=lambda a: a.start_s)[0]
     t0 = time.time() - 10
-    ProgressStore(store).put("w", a.job, {"plan_id": p.plan_id, "state": "running", "step": 1, "total": 1000,
-                                          "rate_steps_per_s": 0.1, "started_at": t0, "updated_at": t0 + 9})
+    ProgressStore(store, sweep=p.sweep).put("w", a.job, {"plan_id": p.plan_id, "state": "running", "step": 1,
+                                                         "total": 1000, "rate_steps_per_s": 0.1, "started_at": t0, "updated_at": t0 + 9})
     ev = drift_steps.drift_step(store.url, p.plan_id, t0)
     assert ev["kind"] == "drift" and "later than the planned" in ev["reason"]
     conf = drift_steps.replan_conf(ev)
     assert conf["replan_of"] == p.plan_id and a.job in conf["drift"]["running"]
-    assert conf["drift"]["samples"][a.job][1] == 1 and conf["drift"]["rates"] == {a.job: 0.1}
+    assert conf["drift"]["rates"] == {a.job: 0.1}
     import json
 
     json.dumps(conf)  # travels as a DAG run conf
@@ -255,10 +293,59 @@ def test_last_failed_attempt_is_recorded_so_the_watch_can_end(store, fake_runner
     finally:
         del os.environ["AIRFLOW__SATURN__LEASE_TIMEOUT_S"]
         held.release()
-    rec = ProgressStore(store).get("w", job)
+    rec = ProgressStore(store, sweep=p.sweep).get("w", job)
     assert rec["state"] == "failed" and "LeaseTimeout" in rec["error"]
     ev = drift_steps.drift_step(store.url, p.plan_id, time.time())
     assert ev is None or ev["kind"] != "drift"
+
+
+# ------------------------------------------------------------------ the plan's verdict
+def test_plan_result_fails_the_run_naming_the_job_and_reason_until_it_is_done(store):
+    from saturn_airflow.operators.training import SaturnPlanResultOperator
+
+    p = publish(store, n=3)
+    a, b, c = (x.job for x in p.assignments)
+    prog = ProgressStore(store, sweep=p.sweep)
+    prog.put("w", a, {"plan_id": p.plan_id, "state": "done", "step": 10, "total": 10})
+    prog.put("w", b, {"plan_id": p.plan_id, "state": "interrupted", "step": 4, "total": 10,
+                      "error": "RuntimeError: injected failure at step 4"})
+    training_steps.mark_failed(store, p, b, "AirflowException: job failed")  # the task's last attempt
+    assert prog.get("w", b)["state"] == "failed"
+    assert prog.get("w", b)["error"] == "RuntimeError: injected failure at step 4"  # the runner's own reason kept
+    prog.put("w", c, {"plan_id": p.plan_id, "state": "done", "step": 10, "total": 10})
+    op = SaturnPlanResultOperator(task_id="plan_result", plan_id=p.plan_id)
+    with pytest.raises(AirflowFailException, match=f"{b}: failed at step 4/10: RuntimeError: injected failure"):
+        op.execute(ctx())
+    prog.put("w", b, {"plan_id": p.plan_id, "state": "done", "step": 10, "total": 10})  # cleared, resumed, done
+    assert op.execute(ctx()) == {"done": sorted([a, b, c])}
+
+
+def test_plan_result_leaves_jobs_moved_to_a_newer_plan_to_it(store):
+    from saturn_airflow.operators.training import SaturnPlanResultOperator
+
+    p = publish(store, n=2)
+    moved = p.assignments[1].job
+    ProgressStore(store, sweep=p.sweep).put("w", p.assignments[0].job, {"plan_id": p.plan_id, "state": "done"})
+    ProgressStore(store, sweep=p.sweep).put("w", moved, {"plan_id": p.plan_id, "state": "preempted", "step": 3,
+                                                         "total": 10})
+    data = synthetic_plan(1, nodes=[("local", 2)], plan_id="w-v2", workload="w").model_dump(mode="json")
+    data["assignments"][0]["job"] = moved
+    data.update(parent_plan_id=p.plan_id, kept=[], preempted=[moved])
+    PlanStore(store).publish(Plan.model_validate(data))
+    assert SaturnPlanResultOperator(task_id="plan_result", plan_id=p.plan_id).execute(ctx())["done"]
+
+
+def test_a_stop_no_plan_asked_for_fails_the_attempt_so_a_retry_resumes(store, monkeypatch):
+    from airflow.sdk.exceptions import AirflowException
+
+    import saturn_airflow.execution.launch
+
+    monkeypatch.setattr(saturn_airflow.execution.launch, "run_job",
+                        lambda *a, **k: SimpleNamespace(status="preempted", step=5, message="preempted (SIGTERM)"))
+    p = publish(store)
+    with pytest.raises(AirflowException, match="stopped from outside at step 5") as e:
+        train(p, p.assignments[0].job).execute(ctx())
+    assert not isinstance(e.value, AirflowSkipException)
 
 
 def test_a_node_worker_runs_its_node_jobs_on_its_own_devices(store, fake_runner, monkeypatch):
@@ -286,7 +373,7 @@ def test_a_task_on_the_worker_of_another_node_fails_at_once(store, fake_runner, 
     with pytest.raises(AirflowFailException, match="planned on node 'local' but ran on the worker of node 'other-node'"):
         train(p, a.job).execute(ctx())
     assert fake_runner == [] and leases.history(store) == []
-    assert ProgressStore(store).get("w", a.job)["state"] == "failed"  # the drift watch does not wait for it
+    assert ProgressStore(store, sweep=p.sweep).get("w", a.job)["state"] == "failed"  # the drift watch does not wait for it
 
 
 def test_validate_rejects_a_workload_node_without_a_worker(tmp_path, store, monkeypatch):

@@ -49,9 +49,9 @@ def test_preempt_then_resume_from_checkpoint(tmp_path, monkeypatch):
     store = Store(str(tmp_path / "store"))
     wl = tmp_path / "wl.yaml"
     wl.write_text(WORKLOAD)
-    ps, prog = PlanStore(store), ProgressStore(store)
-    v1 = plan("op-real-v1", str(wl))
-    ps.publish(v1)
+    ps = PlanStore(store)
+    v1 = ps.publish(plan("op-real-v1", str(wl)))
+    prog = ProgressStore(store, sweep=v1.sweep)
 
     def preempt_midway():
         deadline = time.time() + 300

@@ -17,6 +17,9 @@ def _plan(plan_id, rows, parent=None, reason=None, lb=100.0, created="2027-01-15
                 solver=SolverInfo(name="highs", status="optimal", time_s=0.5, gap=0.0), assignments=asg, **extra)
 
 
+SWEEP = "demo-v1"  # the root plan of the lineage below
+
+
 def lineage():
     v1 = _plan("demo-v1", [
         ("a", "fsdp", "node0", [0, 1, 2, 3], 0.0, 60.0),
@@ -80,5 +83,28 @@ def publish(store_url: str, with_table: bool = True):
     for p in plans:
         PlanStore(st).publish(p)
     for job, rec in progress().items():
-        ProgressStore(st).put("demo", job, rec)
+        ProgressStore(st, sweep=SWEEP).put("demo", job, rec)
     return st
+
+
+def publish_results(store_url: str):
+    """Held-out results for the sample's jobs (loss, lower is better): c is the best finished job, b (still
+    running) is better still but cannot win, d failed without an evaluation, f has not started."""
+    from saturn_airflow.spec.workload import parse_workload
+    from saturn_airflow.store.files import Store
+    from saturn_airflow.store.metrics import MetricsStore
+
+    wl = parse_workload({"name": "demo", "cluster": {"nodes": [{"name": "node0", "gpus": 4}]},
+                         "evaluation": {"metrics": ["loss", "accuracy"], "every_steps": 50},
+                         "jobs": [{"name": j, "model": "saturn_airflow.examples.models:gpt",
+                                   "data": "saturn_airflow.examples.data:tokens", "batch_size": 8, "steps": 100,
+                                   "optimizer": {"lr": lr}} for j, lr in zip("abcdef", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2))]})
+    ms = MetricsStore(Store(store_url), sweep=SWEEP)
+    curves = {"a": [2.0, 1.6], "e": [2.2, 1.9], "c": [1.8, 1.2], "b": [1.1]}
+    for job in wl.jobs:
+        if job.name == "f":
+            continue
+        ms.start_attempt("demo", job, plan_id="demo-v1", parallelism="ddp", device_ids=[0, 1], start_step=0)
+        for k, loss in enumerate(curves.get(job.name, []), 1):
+            ms.add_point("demo", job.name, 50 * k, {"loss": loss, "accuracy": 1 - loss / 3}, plan_id="demo-v1")
+    return wl

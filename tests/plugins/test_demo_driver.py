@@ -48,9 +48,9 @@ def fake_airflow(store_url: str):
             if method == "POST" and path == "/api/v2/dags/saturn_plan/dagRuns":
                 st = sample.publish(store_url)
                 for job in "abcdef":
-                    ProgressStore(st).put("demo", job, {"plan_id": "demo-v1" if job in "ae" else "demo-v2",
-                                                        "state": "done", "step": 10, "total": 10,
-                                                        "started_at": sample.T0, "finished_at": sample.T0 + 200})
+                    ProgressStore(st, sweep=sample.SWEEP).put("demo", job, {
+                        "plan_id": "demo-v1" if job in "ae" else "demo-v2", "state": "done", "step": 10, "total": 10,
+                        "started_at": sample.T0, "finished_at": sample.T0 + 200})
                 return self._send(200, {"dag_run_id": "r1"})
             if path == "/api/v2/dags/saturn_plan" and method == "GET":
                 return self._send(200, {"dag_id": "saturn_plan", "is_paused": True})

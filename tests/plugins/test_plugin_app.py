@@ -94,3 +94,32 @@ def test_authorize_asks_about_the_plans_dag(tmp_path, monkeypatch):
     assert c.get("/api/plans").status_code == 200
     assert asked == [("GET", "saturn_run__demo-v2"), ("GET", "saturn_run__demo-v1"), ("GET", "saturn_run__demo-v1"),
                      ("GET", None)]
+
+
+def test_a_second_sweep_of_the_workload_shows_its_own_progress(client, tmp_path):
+    """The planning DAG run again: the newest sweep is listed with none of the first sweep's jobs done."""
+    from saturn_airflow.store.files import ProgressStore, Store
+
+    st = Store(str(tmp_path / "store"))
+    v1 = sample.lineage()[0]
+    again = PlanStore(st).publish(v1.model_copy(update={"plan_id": "demo-again", "created_at": "2027-01-16T08:00:00+00:00"}))
+    assert again.sweep == "demo-again"
+    index = client.get("/").text
+    assert "plan?plan_id=demo-again" in index and "<td>0/6</td>" in index
+    assert client.get("/api/plans/demo-again").json()["sweep"]["jobs_done"] == 0
+    assert client.get("/api/plans/demo-v2").json()["sweep"]["jobs_done"] == 3  # the first sweep as it was
+    ProgressStore(st, sweep=again.sweep).put("demo", "a", {**sample.progress()["a"], "plan_id": "demo-again"})
+    assert client.get("/api/plans/demo-again").json()["sweep"]["jobs_done"] == 1
+
+
+def test_plan_page_and_api_show_the_leaderboard_with_the_winner(client, tmp_path):
+    sample.publish_results(str(tmp_path / "store"))
+    page = client.get("/plan?plan_id=demo-v1").text  # follows to v2: the whole sweep's jobs
+    assert page.count(' data-rank=') == 6 and page.count('data-winner="true"') == 1
+    assert '<tr data-job="c" data-rank="1" data-state="done" data-winner="true"' in page
+    assert page.count('<polyline class="curve') == 2 * 4  # loss and accuracy, one line per job with points
+    assert page.index('class="results"') < page.index("<h2>Lineage</h2>")
+    assert 'class="results"' in client.get("/").text  # the Browse page's newest chart has it too
+    data = client.get("/api/plans/demo-v1/results").json()
+    assert data["winner"]["job"] == "c" and data["varying"] == ["optimizer.lr"]
+    assert [r["job"] for r in data["sections"][0]["rows"]][:3] == ["c", "a", "e"]

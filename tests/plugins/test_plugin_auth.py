@@ -25,7 +25,7 @@ def probe(tmp_path_factory):
     for p in sample.lineage():
         PlanStore(st).publish(p)
     for job, rec in sample.progress().items():
-        ProgressStore(st).put("demo", job, rec)
+        ProgressStore(st, sweep=sample.SWEEP).put("demo", job, rec)
     env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__SATURN__STORE_URL": str(home / "saturn"), "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",

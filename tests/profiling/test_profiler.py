@@ -65,7 +65,7 @@ def test_profiles_sweep_once_per_speed_group_then_from_cache(tmp_path):
     lines = []
     # confirm_within=100: ddp and fsdp on 2 devices always count as a close call here
     table = profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1], progress=lines.append,
-                             confirm_within=100.0, **FAST)
+                             confirm_within=100.0, strategy="full", **FAST)
     st = table.profile_stats
     assert st["deduplicated_jobs"] == 1          # the two lrs share one profile
     assert st["trials_run"] == 3                 # ddp x2, fsdp x2 and single x1
@@ -79,7 +79,8 @@ def test_profiles_sweep_once_per_speed_group_then_from_cache(tmp_path):
         for c in jp.configs:
             assert c.runtime_s > c.step_s * 50 and c.startup_s > 0 and c.gpu_type == "cpu"
     parse_profile_table(table.to_json())        # the contract's validator accepts it
-    again = profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1], confirm_within=100.0, **FAST)
+    again = profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1], confirm_within=100.0, strategy="full",
+                             **FAST)
     assert again.profile_stats["trials_run"] == 0 and again.profile_stats["cache_hits"] == 3
     assert again.profile_stats["confirm_trials"] == 0  # the cache holds the averaged, twice-measured result
     assert [c.runtime_s for c in again.jobs[0].configs] == [c.runtime_s for c in table.jobs[0].configs]
@@ -98,7 +99,7 @@ def test_oom_is_infeasible_with_reason_and_prunes_fewer_devices(tmp_path, monkey
     lines = []
     with pytest.raises(SaturnInputError, match="lm"):
         profile_workload(wl(parallelisms=["fsdp"]), store=Store(str(tmp_path)), devices=[0, 1], progress=lines.append,
-                         **FAST)
+                         strategy="full", **FAST)
     text = "\n".join(lines)
     assert "fsdp x2 (run): oom" in text and "memory budget exceeded" in text
     assert "fsdp x1 (pruned): pruned: out of memory on 2 devices" in text
@@ -131,3 +132,22 @@ def test_merge_trials_averages_times_and_keeps_the_peak():
     assert m["samples"] == [0.08, 0.11] and m["repeats"] == 2
     third = merge_trials(m, {**b, "step_s": 0.11})
     assert third["step_s"] == pytest.approx((0.08 + 0.11 + 0.11) / 3) and third["repeats"] == 3
+
+
+@pytest.mark.distributed
+def test_guided_profile_measures_only_what_can_change_the_plan(tmp_path):
+    """Two same-speed jobs on two devices: one device each is as good as any plan can be (no config on 2
+    devices beats perfect scaling), so only the 1-device trial runs; the cache then answers everything."""
+    w = parse_workload({"name": "prof-test", "parallelisms": ["single", "ddp", "fsdp"], "jobs": [JOB],
+                        "grid": {"optimizer.lr": [1e-3, 3e-3]}})
+    lines = []
+    table = profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1], progress=lines.append,
+                             strategy="guided", **FAST)
+    st = table.profile_stats
+    assert st["trials_run"] == 1 and st["skipped_by_bound"] == 2  # single x1 run; ddp x2, fsdp x2 not
+    assert {(c.parallelism, c.gpus) for jp in table.jobs for c in jp.configs} == {("single", 1)}
+    assert "no trial can shorten the plan" in "\n".join(lines)
+    again = profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1], strategy="guided", **FAST)
+    assert again.profile_stats["trials_run"] == 0 and again.profile_stats["cache_hits"] == 1
+    with pytest.raises(SaturnInputError, match="profiling strategy"):
+        profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1], strategy="lazy")

@@ -31,6 +31,18 @@ def test_plans_are_immutable_and_children_supersede(store):
         ps.get("v3")
 
 
+def test_every_plan_of_a_lineage_records_the_sweep_of_its_root(store):
+    ps = PlanStore(store)
+    assert ps.publish(plan("v1")).sweep_id == "v1"
+    assert ps.publish(plan("v2", parent="v1")).sweep_id == "v1"
+    assert ps.publish(plan("v3", parent="v2")).sweep_id == "v1"
+    assert [ps.get(p).sweep for p in ("v1", "v2", "v3")] == ["v1"] * 3
+    assert ps.publish(plan("w1")).sweep == "w1"  # the same workload planned again: a new sweep
+    # a plan stored before plans recorded their sweep gets its root's from the lineage
+    ps.store.write_json("plans/old2.json", {**plan("old2", parent="v2").model_dump(mode="json"), "sweep_id": None})
+    assert ps.get("old2").sweep == "v1"
+
+
 def test_a_failed_publish_leaves_nothing_half_written(store):
     """Publishing a child is one transaction: when the plan exists already, the parent is not superseded."""
     ps = PlanStore(store)
@@ -75,25 +87,26 @@ def test_claim_has_exactly_one_winner_across_processes(store):
 
 
 def test_progress_roundtrip(store):
-    pr = ProgressStore(store)
+    pr = ProgressStore(store, sweep="w-1")
     pr.put("w", "a", {"step": 3, "total": 10, "state": "running"})
     pr.put("w", "a", {"step": 4, "total": 10, "state": "running"})
     pr.put("w", "b", {"step": 1, "total": 10, "state": "running"})
     pr.put("w2", "a", {"step": 9, "total": 10, "state": "done"})
-    assert pr.all("w") == {"a": {"step": 4, "total": 10, "state": "running", "job": "a", "workload": "w"},
-                           "b": {"step": 1, "total": 10, "state": "running", "job": "b", "workload": "w"}}
+    assert pr.all("w") == {"a": {"step": 4, "total": 10, "state": "running", "job": "a", "workload": "w", "sweep": "w-1"},
+                           "b": {"step": 1, "total": 10, "state": "running", "job": "b", "workload": "w", "sweep": "w-1"}}
+    assert ProgressStore(store, sweep="w-2").all("w") == {}  # another sweep of the workload starts empty
     assert pr.get("w2", "a")["state"] == "done" and pr.get("w", "c") is None
 
 
 def test_names_with_sql_wildcards_and_prefixes_stay_apart(store):
     """Keys are matched as ranges, not LIKE patterns: '_' and '%' are ordinary characters, and
-    progress/w never lists progress/w_x or progress/w/sub."""
-    pr = ProgressStore(store)
+    progress/w/s never lists progress/w_x/s or progress/w/s/sub."""
+    pr = ProgressStore(store, sweep="s")
     for wl in ("w", "w_x", "w%", "wa"):
         pr.put(wl, "j_1", {"step": 1})
-    store.write_json("progress/w/j_1/deeper.json", {"x": 1})
+    store.write_json("progress/w/s/j_1/deeper.json", {"x": 1})
     assert list(pr.all("w")) == ["j_1"] and list(pr.all("w_x")) == ["j_1"] and list(pr.all("w%")) == ["j_1"]
-    assert store.list("progress/w") == ["j_1"]
+    assert store.list("progress/w/s") == ["j_1"] and store.list("progress/w") == []
 
 
 def test_documents_create_once_read_delete(store):

@@ -125,3 +125,26 @@ def test_eta_follows_the_recent_rate_when_the_record_has_one():
     slow = span_b(recs)
     assert slow["eta_end_s"] - slow["end_s"] == pytest.approx(2 * (base["eta_end_s"] - base["end_s"]))
     assert "0.50/s now, 1.00/s avg" in render_html(sample.lineage(), recs, now=now)
+
+
+def test_a_job_failed_for_good_is_named_with_its_reason():
+    recs = sample.progress()
+    recs["d"] = {**recs["d"], "error": "RuntimeError: injected failure at step 10"}
+    data = chart_data(sample.lineage(), recs, now=sample.T0 + 130)
+    assert data["sweep"]["failed"] == {"d": "RuntimeError: injected failure at step 10"}
+    page = render_html(sample.lineage(), recs, now=sample.T0 + 130)
+    assert 'class="failed-jobs"' in page and "<b>d</b>: RuntimeError: injected failure at step 10" in page
+    recs["d"] = {**recs["d"], "state": "done", "finished_at": sample.T0 + 125}  # cleared and resumed: no banner
+    assert 'class="failed-jobs"' not in render_html(sample.lineage(), recs, now=sample.T0 + 130)
+
+
+def test_the_projected_makespan_is_the_drift_watchs_projection():
+    from saturn_airflow.control.drift import assess
+
+    plans, recs = sample.lineage(), sample.progress()
+    now = sample.T0 + 130
+    v2 = chart_data(plans, recs, now=now)["plans"][1]
+    origin = v2["origin_epoch_s"]
+    attached = {j: r for j, r in recs.items() if j in {a.job for a in plans[1].assignments}}
+    rep = assess(plans[1], attached, now, origin)
+    assert v2["summary"]["projected_makespan_s"] == pytest.approx(rep.projected_makespan_s)
