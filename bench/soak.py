@@ -345,6 +345,32 @@ def check_round(af, spec: dict, outcome: dict, ref_dir: str) -> tuple[list[str],
     return bad, stats
 
 
+# ------------------------------------------------------------------------------------------ summary
+def summarize(paths: list[str]) -> str:
+    """The rounds of one or more result files as a markdown summary (docs/benchmarks-soak.md)."""
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    kinds: dict[str, int] = {}
+    for r in rows:
+        for fault in r.get("faults", {}).values():
+            kinds[fault["kind"]] = kinds.get(fault["kind"], 0) + 1
+    bad = [r for r in rows if r.get("violations")]
+    walls = sorted(r.get("wall_s", 0) for r in rows)
+    diffs = [r["loss_rel_diff_max"] for r in rows if r.get("loss_rel_diff_max") is not None]
+    seeds = sorted({r["seed"] for r in rows})
+    out = ["| rounds | seeds | jobs | faults injected | drifts | re-plans | violations | round wall (median) | max final-loss rel. diff |",
+           "|---|---|---|---|---|---|---|---|---|",
+           f"| {len(rows)} | {', '.join(map(str, seeds))} | {sum(r.get('jobs', 0) for r in rows)} | "
+           + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + f" | {sum(r.get('drifts', 0) for r in rows)} | "
+           f"{sum(r.get('replans') or 0 for r in rows)} | {sum(len(r['violations']) for r in rows)} in {len(bad)} rounds | "
+           f"{walls[len(walls) // 2] if walls else 0:.0f} s | {max(diffs) if diffs else 0:.1e} |"]
+    for r in bad:
+        out.append(f"- seed {r['seed']} round {r['round']}: " + " | ".join(r["violations"]))
+    return "\n".join(out)
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -361,7 +387,11 @@ def main(argv=None) -> int:
     ap.add_argument("--port", type=int, default=None)
     ap.add_argument("--keep-home", action="store_true")
     ap.add_argument("--profiles", default=None, help="a folder to keep the profile cache in across soak runs")
+    ap.add_argument("--summarize", nargs="+", metavar="RESULTS", help="print a summary of result files and exit")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return 0
     import signal
 
     from airflow_harness import AirflowHarness

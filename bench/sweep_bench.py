@@ -351,7 +351,12 @@ def run_airflow(wpath: str, rnd: int) -> Row:
             raise RuntimeError(f"the planning run ended {state}; logs in {af.home} (kept)")
         tis = {t["task_id"]: t for t in af.task_instances("saturn_plan", run_id)}
         store = Store(af.saturn_home)
-        progress = ProgressStore(store)
+        plans = PlanStore(store)
+        ids = plans.ids()
+        if not ids:
+            raise RuntimeError(f"the planning run succeeded but published no plan; logs in {af.home} (kept)")
+        root = plans.get(sorted(ids)[0])
+        progress = ProgressStore(store, sweep=root.sweep)
         deadline = time.time() + 4 * 3600
         while time.time() < deadline:
             recs = progress.all(wl.name)
@@ -360,9 +365,7 @@ def run_airflow(wpath: str, rnd: int) -> Row:
             time.sleep(5)
         recs = progress.all(wl.name)
         end = max(float(r.get("finished_at") or time.time()) for r in recs.values())
-        plans = PlanStore(store)
         ids = plans.ids()
-        root = plans.get(sorted(ids)[0]) if ids else None
 
         def dur(task: str) -> Optional[float]:
             t = tis.get(task)
@@ -374,7 +377,7 @@ def run_airflow(wpath: str, rnd: int) -> Row:
 
         first = min(float(r.get("started_at") or end) for r in recs.values())
         row = Row("saturn-airflow", rnd, end - t0, load0, load_now(), at, profile_s=dur("profile"),
-                  solve_s=dur("solve"), train_s=end - first, planned_s=root.makespan_s if root else None,
+                  solve_s=dur("solve"), train_s=end - first, planned_s=root.makespan_s,
                   notes={"planning_run": state, "plans": len(ids), "replans": max(0, len(ids) - 1),
                          "trigger_to_first_job_s": first - t0,
                          "jobs_done": sum(1 for r in recs.values() if r.get("state") == "done")})

@@ -88,11 +88,16 @@ def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float
     # Airflow and the runners take to start and warm up, which no re-plan can fix.
     evidence = bool(groups["done"] or groups["failed"] or any(
         proj.jobs[j].rate_steps_per_s for j in groups["running"]))
-    should = bool(remaining) and evidence and late > threshold * planned and late > min_s
+    late_enough = bool(remaining) and evidence and late > threshold * planned and late > min_s
+    choice = has_choice(plan, proj.groups, table)
+    should = late_enough and choice
     if not remaining:
         reason = "every job has finished"
     elif not evidence:
         reason = "no job has reported a steady rate (past its warm-up) yet"
+    elif late_enough and not choice:
+        reason = (f"projected makespan {projected:.0f} s is {late:.0f} s late, but a re-plan has no choice: every "
+                  f"job left is running in its only profiled config")
     elif should:
         slow = max((p for p in proj.jobs.values() if p.state in ("running", "pending")),
                    key=lambda p: p.end_s - p.planned_end_s)
@@ -108,6 +113,25 @@ def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float
     return DriftReport(plan.plan_id, now, t0, planned, projected, threshold, min_s, should, reason,
                        groups["done"], groups["failed"], groups["running"], groups["pending"], proj.jobs,
                        proj.node_slowdown, reference)
+
+
+def has_choice(plan: Plan, groups: dict[str, list[str]], table: Optional[ProfileTable]) -> bool:
+    """Whether a re-plan could change anything: a job still to start (its place, size and order are
+    open), or a running job with another profiled config (it could be preempted and resized). A plan
+    whose every remaining job runs in its only config re-plans into the same schedule."""
+    if groups["pending"] or table is None:
+        return True
+    from saturn_airflow.control.projection import config_of
+
+    for job in groups["running"]:
+        try:
+            configs = table.job(job).configs
+        except KeyError:
+            return True
+        current = config_of(table, plan.assignment(job))
+        if any(c is not current for c in configs):
+            return True
+    return False
 
 
 class DriftWatch:

@@ -8,10 +8,12 @@ or not started takes its planned runtime, scaled to the steps it still has. Time
 `t0` (epoch seconds), the plan's start.
 
 Alongside, the reference: the same replay with every job at its profiled speed from now on (and a
-running job credited with the progress its profiled speed would have made since its last record).
-What has already happened (late starts, Airflow's dispatch latency, restarts after a fault, jobs that
-finished late) is in both; the difference is what the observed speeds (a slowdown, a stall, a slower
-node) will still cost, which is what a re-plan can act on.
+running job credited with the progress its profiled speed would have made since its last record),
+slowed by what every node shares (the smallest node factor: a whole machine that runs slower than at
+profiling time). What has already happened (late starts, Airflow's dispatch latency, restarts after a
+fault, jobs that finished late) and a slowdown common to all nodes are in both; the difference is
+what the observed speeds (one slow job, a stall, one slower node among others) will still cost, which
+is what a re-plan can act on.
 
 Whose slowdown applies to whom: a job's own steady rate only ever moves its own projection. Jobs
 that have not run keep their profiled speed unless the evidence says the whole node slowed: at
@@ -115,6 +117,7 @@ class Projection:
     node_slowdown: dict[str, float]  # node -> factor applied to its jobs that have not run (1.0: none)
     groups: dict[str, list[str]]  # done / failed / running / pending -> jobs
     reference_makespan_s: float = 0.0  # the same schedule with every job at its profiled speed from now on
+    common_slowdown: float = 1.0  # the slowdown every node shares (min of node_slowdown): in the reference too
 
     def end_at(self, job: str) -> float:
         return self.t0 + self.jobs[job].end_s
@@ -178,6 +181,8 @@ def project(plan: Plan, records: dict[str, Any], now: float, t0: float, *, table
     node_slowdown = {node: node_factor([slow[a.job] for a in assignments if a.node == node and a.job in slow],
                                        node_min_slowdown)
                      for node in sorted({a.node for a in assignments})}
+    # what every node shares (a machine-wide slowdown) no re-plan can fix: the reference runs at it too
+    common = min(node_slowdown.values(), default=1.0)
 
     proj: dict[str, JobProjection] = {}
     groups: dict[str, list[str]] = {"done": [], "failed": [], "running": [], "pending": []}
@@ -199,8 +204,9 @@ def project(plan: Plan, records: dict[str, Any], now: float, t0: float, *, table
                 end = now_rel + max(0, total - step) / rate
                 ref_end = end
                 if planned_step_s.get(a.job):  # at profiled speed it would also have kept going since its record
-                    since = max(0.0, now - float(rec.updated_at or now)) / planned_step_s[a.job]
-                    ref_end = now_rel + max(0.0, total - step - since) * planned_step_s[a.job]
+                    ref_step_s = planned_step_s[a.job] * common
+                    since = max(0.0, now - float(rec.updated_at or now)) / ref_step_s
+                    ref_end = now_rel + max(0.0, total - step - since) * ref_step_s
             else:  # no steady rate yet: the plan's runtime for the steps this launch has to do...
                 left = (total - rec.start_step) / at_plan if total else 1.0
                 end = ref_end = max(now_rel, start + startup + work * min(1.0, max(0.0, left)))
@@ -212,9 +218,10 @@ def project(plan: Plan, records: dict[str, Any], now: float, t0: float, *, table
             ready = max([proj[b].end_s for b in a.after if b in proj] + [now_rel])
             ref_ready = max([proj[b].ref_end_s for b in a.after if b in proj] + [now_rel])
             start, end = ready, ready + startup + (duration - startup) * node_slowdown.get(a.node, 1.0)
-            ref_end = ref_ready + duration
+            ref_end = ref_ready + startup + (duration - startup) * common
         proj[a.job] = JobProjection(a.job, state.value, start, end, a.end_s, step, total, rate, rec.updated_at,
                                     a.node, slow.get(a.job), notes.get(a.job, ""), ref_end)
     projected = max([p.end_s for p in proj.values()] + [0.0])
     reference = max([p.ref_end_s for p in proj.values()] + [0.0])
-    return Projection(plan.plan_id, now, t0, plan.makespan_s, projected, proj, node_slowdown, groups, reference)
+    return Projection(plan.plan_id, now, t0, plan.makespan_s, projected, proj, node_slowdown, groups, reference,
+                      common)

@@ -25,9 +25,15 @@ MIN_SOLVE_S = 1.0
 HEURISTIC_SHARE = 0.6  # measured: in 30 s the MILP rarely beats more annealing (docs/benchmarks-planner.md)
 SOLVER_SHARE = 0.85
 QUICK_S = 0.05  # the first heuristic plan: constructions and a short annealing
-EXACT_MAX_JOBS = 12  # the exact search is tried up to this many free jobs (docs/benchmarks-planner.md)
-EXACT_SHARE = 0.5  # of the time limit, at most...
-EXACT_MAX_S = 5.0  # ...and at most this: 8 distinct jobs on 8 GPUs take 0.3-4 s, more jobs rarely finish
+# The exact search (docs/benchmarks-planner.md, "Exact search: sizes"): up to EXACT_SMALL_JOBS free jobs it
+# usually finishes and may take half the limit, at most EXACT_MAX_S; up to EXACT_MAX_JOBS (grids of
+# repeated jobs are cheap to search) it gets a short try that costs the annealing little.
+EXACT_SMALL_JOBS = 8
+EXACT_MAX_S = 5.0
+EXACT_SHARE = 0.5
+EXACT_MAX_JOBS = 12
+EXACT_TRY_S = 2.0
+EXACT_TRY_SHARE = 0.1
 EXACT_GOOD_ENOUGH_S = 1.0  # the proof attempt for a plan already within the tolerance
 
 
@@ -114,7 +120,13 @@ def optimize(inst: Instance, lower_bound: float, *, solver: str, time_limit: flo
         return out
     if len(jobs) <= EXACT_MAX_JOBS:
         # small: prove it (a plan already good enough gets a short try only)
-        budget = min(EXACT_GOOD_ENOUGH_S if good_enough else EXACT_MAX_S, EXACT_SHARE * (deadline - time.monotonic()))
+        left = deadline - time.monotonic()
+        if len(jobs) <= EXACT_SMALL_JOBS:
+            budget = min(EXACT_MAX_S, EXACT_SHARE * left)
+        else:
+            budget = min(EXACT_TRY_S, EXACT_TRY_SHARE * left)
+        if good_enough:
+            budget = min(budget, EXACT_GOOD_ENOUGH_S)
         ex = solve_exact(inst, best, time_limit=budget, lower_bound=lower_bound)
         out.exact = {"proven": ex.proven, "nodes": ex.nodes, "time_s": round(ex.time_s, 3)}
         if ex.solution is not None and ex.solution.score < best.score:

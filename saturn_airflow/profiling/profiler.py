@@ -508,6 +508,9 @@ def _guided(workload, selected, groups, job_group, trials, run_batch, from_cache
         batch = []
         for gid in groups:
             if ok(gid):
+                # a cached fit: finish its count (pruning is not cached) so the bound below can use it
+                n_ok = min(t.n for t in trials.values() if t.group == gid and t.result and t.result.get("status") == "ok")
+                batch += untried(gid, n_ok)
                 continue
             counts = sorted({t.n for t in untried(gid)})
             if counts:

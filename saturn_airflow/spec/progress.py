@@ -1,7 +1,7 @@
 """The progress record (a contract): what a training job reports while it runs, and its state.
 
-One record per (workload, job) in the ProgressStore (`progress/<workload>/<job>.json`), replaced
-whole on every write. The runner's rank 0 writes it every few seconds; the launcher and the training
+One record per (workload, sweep, job) in the ProgressStore (`progress/<workload>/<sweep>/<job>.json`),
+replaced whole on every write. The runner's rank 0 writes it every few seconds; the launcher and the training
 operator write it when a run ends without the runner saying so. The drift watch, the re-plan, the
 Gantt page and `saturn show` read it. Unknown keys are kept (readers ignore them), so older and newer
 writers share one store.

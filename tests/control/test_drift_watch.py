@@ -130,13 +130,14 @@ def fired(looks):
     return [(t, pid) for t, pid, e, *_ in looks if e and e["kind"] == "drift"]
 
 
-@pytest.mark.parametrize("floor_s,slow_s", [(10.0, 4.0), (2.0, 6.0)])
-def test_a_warm_up_ten_times_slower_than_steady_never_replans(tmp_path, monkeypatch, floor_s, slow_s):
-    # every launch's first seconds run 10x slower than steady (what that really costs, 0.9 s a second
-    # of it, stays within the thresholds). With the 10 s warm-up floor the estimate never sees it; with
-    # a 2 s floor one window sees its tail and that look is late, and the next look is not.
+@pytest.mark.parametrize("floor_s,slow_s,who", [(10.0, 4.0, "abc"), (2.0, 9.0, "a")])
+def test_a_warm_up_ten_times_slower_than_steady_never_replans(tmp_path, monkeypatch, floor_s, slow_s, who):
+    # the first seconds of every launch (of `who`) run 10x slower than steady (what that really costs,
+    # 0.9 s a second of it, stays within the thresholds). With the 10 s warm-up floor the estimate never
+    # sees it; with a 2 s floor one window sees the tail of a's warm-up (a alone, so it is not a slowdown
+    # the whole node shares) and that look is late, and the next look is not.
     def step_time(job, step, since):
-        return 10 * STEP_S if since < slow_s else STEP_S
+        return 10 * STEP_S if (since < slow_s and job in who) else STEP_S
 
     looks, plans, store = simulate(tmp_path, monkeypatch, step_time, jobs=("a", "b", "c"), warmup_s=floor_s)
     assert fired(looks) == [] and len(plans) == 1
@@ -211,3 +212,38 @@ def test_a_stall_shows_even_before_a_steady_rate(tmp_path, monkeypatch):
 
     looks, plans, store = simulate(tmp_path, monkeypatch, step_time, jobs=("a", "b", "c"))
     assert len(fired(looks)) == 1 and len(plans) == 2
+
+
+def test_a_late_plan_whose_remaining_jobs_have_no_other_config_does_not_replan():
+    from saturn_airflow.control.drift import assess
+
+    tbl = table(["a", "b"])  # one config each: single on 1 device
+    plan = plan_table(tbl, solver="highs", time_limit=5, workload="w")
+
+    def rec(slow):
+        trail = [(T0 + 2 + 0.5 * i, int(i * 0.5 / (STEP_S * slow))) for i in range(57)]
+        return {"state": "running", "plan_id": plan.plan_id, "step": trail[-1][1], "total": STEPS,
+                "first_step_at": T0 + 2, "started_at": T0, "updated_at": trail[-1][0], "trail": trail}
+
+    recs = {"a": rec(3.0), "b": rec(1.0)}
+    r = assess(plan, recs, T0 + 30, T0, threshold=0.1, min_s=10, table=tbl)
+    assert not r.should_replan and "no choice" in r.reason
+    assert assess(plan, recs, T0 + 30, T0, threshold=0.1, min_s=10).should_replan  # without a table: assume one
+
+
+def test_a_slowdown_every_node_shares_is_not_a_reason_to_replan():
+    from saturn_airflow.control.drift import assess
+
+    tbl = table(["a", "b", "c", "d"])
+    plan = plan_table(tbl, solver="highs", time_limit=5, workload="w")
+    running = [a.job for a in plan.assignments if a.start_s == 0]
+
+    def rec(slow):
+        trail = [(T0 + 2 + 0.5 * i, int(i * 0.5 / (STEP_S * slow))) for i in range(57)]
+        return {"state": "running", "plan_id": plan.plan_id, "step": trail[-1][1], "total": STEPS,
+                "first_step_at": T0 + 2, "started_at": T0, "updated_at": trail[-1][0], "trail": trail}
+
+    both = assess(plan, {running[0]: rec(2.0), running[1]: rec(2.0)}, T0 + 30, T0, threshold=0.1, min_s=10, table=tbl)
+    assert both.node_slowdown["n"] == pytest.approx(2.0, rel=0.05) and not both.should_replan  # the one node: nothing to gain
+    one = assess(plan, {running[0]: rec(3.0), running[1]: rec(1.0)}, T0 + 30, T0, threshold=0.1, min_s=10, table=tbl)
+    assert one.should_replan  # one job slower than the rest: moving work can help

@@ -156,10 +156,12 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
     name = "cl-warmup-faults"
     warm = {"warmup_slow_s": 4.0, "warmup_factor": 10.0}  # every launch's first 4 s run 10x slower
     fdir = str(work / "faults" / name)
-    jobs = [job("lm-a", LM, 600, **warm), job("vit-b", VIT, 300, **warm),
-            job("lm-c", LM, 500, ("single",), fault_dir=fdir, fail_at_step=150, fail_times=2, **warm),
-            job("vit-d", VIT, 200, **warm)]
-    plan_sweep(af, write_workload(work, name, jobs), drift_min_s=45, drift_threshold=0.15)
+    jobs = [job("lm-a", LM, 400, **warm), job("vit-b", VIT, 200, **warm),
+            job("lm-c", LM, 300, ("single",), fault_dir=fdir, fail_at_step=100, fail_times=2, **warm),
+            job("vit-d", VIT, 120, **warm)]
+    # thresholds wide enough for a loaded box's swings against the profile, far below what the warm-up
+    # alone, taken for a rate, would have projected (several times the plan)
+    plan_sweep(af, write_workload(work, name, jobs), drift_min_s=45, drift_threshold=0.5)
     (plan,) = plans_of(af, name)
     dag_id = f"saturn_run__{plan.plan_id}"
     run = af.wait_first_run(dag_id, timeout_s=300)
@@ -169,7 +171,7 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
     # the faults, each once, whenever its job gets there (the plan decides the order)
     def kill_rank():  # SIGKILL of one training rank of lm-a (the non-zero one when it runs on two devices)
         rec = record(af, name, "lm-a")
-        if rec.get("state") != "running" or rec.get("step", 0) < 150 or not rec.get("pid"):
+        if rec.get("state") != "running" or rec.get("step", 0) < 100 or not rec.get("pid"):
             return False
         ranks = children(rec["launcher_pid"]) if rec.get("launcher_pid") else []
         victim = next((p for p in ranks if p != rec["pid"]), rec["pid"])
@@ -182,7 +184,7 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
     def kill_task():  # SIGKILL of the Airflow task process running vit-b (the holder of its job lease)
         rec = record(af, name, "vit-b")
         holder = leases.holder(store, leases.job_key(name, "vit-b", sweep=plan.sweep))
-        if rec.get("state") != "running" or rec.get("step", 0) < 60 or not holder:
+        if rec.get("state") != "running" or rec.get("step", 0) < 50 or not holder:
             return False
         os.kill(int(holder["pid"]), signal.SIGKILL)
         faults["task"] = f"SIGKILL task process {holder['pid']} of vit-b at step >= {rec['step']}"
@@ -207,12 +209,12 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
     assert tis["lm-c"]["state"] == "failed" and tis["plan_result"]["state"] == "failed"
     assert all(tis[j]["state"] == "success" for j in ("lm-a", "vit-b", "vit-d")), explain(af, dag_id, run["dag_run_id"])
     verdict = af.task_log(dag_id, run["dag_run_id"], "plan_result", 1)
-    assert "lm-c" in verdict and "injected failure at step 150" in verdict, verdict[-2000:]
+    assert "lm-c" in verdict and "injected failure at step 100" in verdict, verdict[-2000:]
     page = _plugin_page(af, plan.plan_id)
-    assert 'class="failed-jobs"' in page and "lm-c" in page and "injected failure at step 150" in page
+    assert 'class="failed-jobs"' in page and "lm-c" in page and "injected failure at step 100" in page
     show = subprocess.run([sys.executable, "-m", "saturn_airflow.cli", "show", plan.plan_id, "--store", af.saturn_home],
                           capture_output=True, text=True, timeout=120)
-    assert show.returncode == 0 and "FAILED lm-c: RuntimeError: injected failure at step 150" in show.stdout, show
+    assert show.returncode == 0 and "FAILED lm-c: RuntimeError: injected failure at step 100" in show.stdout, show
 
     # clearing the failed task (and its downstream verdict) resumes lm-c from its checkpoint
     failed_at = record(af, name, "lm-c")["step"]
@@ -252,7 +254,9 @@ def test_a_real_slowdown_replans_once_after_scheduler_and_triggerer_restart(af, 
     jobs = [job("lm-slow", LM, 3000, ("single",), slow_after_step=slow_from, slow_factor=3.0,
                 slow_after_file=str(go), fault_dir=str(fdir)),
             job("vit-x", VIT, 250), job("lm-y", LM, 300)]
-    plan_sweep(af, write_workload(work, name, jobs), drift_min_s=20, drift_threshold=0.1)
+    # lm-slow is most of the plan: 3x on its second half (or its last third) is 67-133% late; a loaded
+    # box's swings against the profile stay under the 50%
+    plan_sweep(af, write_workload(work, name, jobs), drift_min_s=15, drift_threshold=0.5)
     (v1,) = plans_of(af, name)
     dag1 = f"saturn_run__{v1.plan_id}"
     run1 = af.wait_first_run(dag1, timeout_s=300)
@@ -292,7 +296,7 @@ def test_a_real_slowdown_replans_once_after_scheduler_and_triggerer_restart(af, 
     poll = float(soak.airflow_env()["AIRFLOW__SATURN__DRIFT_POLL_S"])
     assert len(looks) <= 3 and looks[-1] - looks[0] <= 2 * poll + 3, looks
     t_slow = began["t"]
-    assert looks[0] - t_slow < 5 + 3 + poll + 15, (looks, t_slow)  # window + record + look + a loaded box
+    assert t_slow <= looks[0] < t_slow + 5 + 3 + poll + 15, (looks, t_slow)  # the slowdown's: window, record, look
     dag2 = f"saturn_run__{v2.plan_id}"
     run2 = af.wait_first_run(dag2, timeout_s=300)
     assert af.wait_run(dag2, run2["dag_run_id"], timeout_s=1200) == "success", explain(af, dag2, run2["dag_run_id"])
