@@ -15,9 +15,11 @@ Times that decide lease expiry come from the database's clock (`now`), never fro
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 from saturn_airflow.errors import SaturnInputError
 
@@ -169,6 +171,35 @@ def _forget_engines_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_engines_after_fork)
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_file(url: str) -> str:
+    """The file of a SQLite URL ('' for another database or an in-memory one)."""
+    if not url.startswith("sqlite:"):
+        return ""
+    path = sqlalchemy().engine.make_url(url).database or ""
+    return "" if path == ":memory:" else path
+
+
+def unwritten_sqlite(url: str) -> bool:
+    """A SQLite database whose file does not exist yet: nothing was ever written to this store."""
+    path = _sqlite_file(url)
+    return bool(path) and not os.path.exists(path)
+
+
+@contextlib.contextmanager
+def empty_connection() -> Iterator[Any]:
+    """A read of an empty database with the schema (in memory, this call's own): what a store that was
+    never written holds, read without creating its file, so a command that fails on bad input after
+    looking at the store leaves nothing behind."""
+    engine = sqlalchemy().create_engine("sqlite://")
+    try:
+        tables()["metadata"].create_all(engine)
+        with engine.connect() as c, c.begin():
+            yield c
+    finally:
+        engine.dispose()
 
 
 def read_options() -> dict:

@@ -106,6 +106,9 @@ class Store:
         elif write:
             with self.engine.begin() as c:
                 yield c
+        elif database.unwritten_sqlite(self.db_url):  # reading creates no file
+            with database.empty_connection() as c:
+                yield c
         else:
             with self.engine.connect() as c:
                 c.execution_options(**database.read_options())

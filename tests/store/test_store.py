@@ -152,6 +152,16 @@ def test_log_appends_from_many_processes_all_land(store):
         assert [e["i"] for e in got if e["w"] == k] == list(range(25))
 
 
+def test_reading_a_store_never_written_creates_no_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("AIRFLOW__SATURN__STORE_DB", raising=False)
+    monkeypatch.delenv("AIRFLOW__SATURN__STORE_CONN_ID", raising=False)
+    s = Store(str(tmp_path / "store"))
+    assert s.read_json("plans/p.json") is None and s.list("plans") == [] and s.read_log("leases") == []
+    assert not PlanStore(s).ids() and not (tmp_path / "store").exists()  # nothing written, nothing created
+    s.write_json("plans/p.json", {"a": 1})
+    assert (tmp_path / "store" / database.SQLITE_FILE).exists() and s.read_json("plans/p.json") == {"a": 1}
+
+
 def test_a_remote_store_folder_needs_a_database(monkeypatch):
     monkeypatch.delenv("AIRFLOW__SATURN__STORE_DB", raising=False)
     monkeypatch.delenv("AIRFLOW__SATURN__STORE_CONN_ID", raising=False)
