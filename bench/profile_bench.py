@@ -28,7 +28,7 @@ from saturn_airflow.execution.devices import available_devices  # noqa: E402
 from saturn_airflow.execution.launch import run_job  # noqa: E402
 from saturn_airflow.parallelisms import get_parallelism  # noqa: E402
 from saturn_airflow.profiling.profiler import device_counts, profile_workload  # noqa: E402
-from saturn_airflow.store.files import Store  # noqa: E402
+from saturn_airflow.store.records import Store  # noqa: E402
 from saturn_airflow.spec.workload import load_workload  # noqa: E402
 
 

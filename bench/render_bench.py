@@ -29,7 +29,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="saturn-render-")
     os.environ["SATURN_HOME"] = tmp
     from saturn_airflow.tasks.render import synthetic_plan
-    from saturn_airflow.store.files import PlanStore, Store
+    from saturn_airflow.store.records import PlanStore, Store
 
     ps = PlanStore(Store(tmp))
     for i in range(args.plans):

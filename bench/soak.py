@@ -14,7 +14,7 @@ plan version's DAG it leads to, and then checks:
   done-once      every job finished exactly once (the events log), and every DAG run succeeded
   loss           each job's final loss equals an uninterrupted reference run of the same job
                  (one device, in the soak's process; the data is deterministic in the step)
-  leases         no device id was leased to two holders at once (leases/history.jsonl)
+  leases         no device id was leased to two holders at once (the lease history)
   replans        at most one re-plan per injected drift, none in a round without one
   lost-work      a restart resumed at most one checkpoint interval (plus one progress record) behind
                  the step the killed launch had reached (the per-step loss logs)

@@ -1,5 +1,8 @@
 """The planning DAG `saturn_plan`: validate -> ensure pools -> profile (per node) -> solve -> publish.
 
+With `[saturn] nodes` set (one worker per node, each consuming its node's queue), the profile step is
+one task per node, `profile_<node>`, in that node's queue; otherwise one mapped task per workload node.
+
 Trigger it from the UI with a workload path (Params), or on a schedule. The drift sensor of a plan's
 DAG triggers it too, with `replan_of` (and the observed state) in the conf: then it plans only the
 remaining work of that plan, from observed rates, profiling nothing.
@@ -46,10 +49,16 @@ with DAG(
     validate = SaturnValidateOperator(task_id="validate", workload="{{ params.workload }}",
                                       replan_of="{{ params.replan_of }}", reason="{{ params.reason }}")
     pools = SaturnEnsurePoolsOperator(task_id="ensure_pools", retries=2)
-    profile = SaturnProfileOperator.partial(task_id="profile", retries=1).expand(
-        node=pools.output)
+    if settings.nodes():  # workers serve nodes: node N is profiled in queue N, by N's worker, on N's devices
+        profile = [SaturnProfileOperator(task_id=f"profile_{n}", node=n, queue=n, retries=1) for n in settings.nodes()]
+        profile_ids = [p.task_id for p in profile]
+        pools >> profile
+    else:  # one machine: one profile task per workload node, mapped
+        profile = SaturnProfileOperator.partial(task_id="profile", retries=1).expand(node=pools.output)
+        profile_ids = "profile"
     solve = SaturnSolveOperator(task_id="solve", solver="{{ params.solver }}", time_limit="{{ params.time_limit }}",
-                                drift_threshold="{{ params.drift_threshold }}", drift_min_s="{{ params.drift_min_s }}")
+                                drift_threshold="{{ params.drift_threshold }}", drift_min_s="{{ params.drift_min_s }}",
+                                profile_task_id=profile_ids)
     publish = SaturnPublishOperator(task_id="publish")
     validate >> pools
     profile >> solve >> publish

@@ -20,7 +20,7 @@ from saturn_airflow.operators.drift import SaturnDriftSensor, SaturnReplanTrigge
 from saturn_airflow.operators.training import SaturnPlanResultOperator, SaturnTrainOperator
 from saturn_airflow.spec.plan import Plan
 from saturn_airflow.tasks.render import DRIFT_TASK, REPLAN_TASK, RESULT_TASK, dag_id, doc_md, newest, task_specs
-from saturn_airflow.store.files import PlanStore, Store
+from saturn_airflow.store.records import PlanStore, Store
 
 log = logging.getLogger(__name__)
 START = pendulum.datetime(2024, 1, 1, tz="UTC")

@@ -18,7 +18,7 @@ from saturn_airflow import settings
 from saturn_airflow.tasks import planning as planning_steps
 from saturn_airflow.tasks import pools
 from saturn_airflow.errors import SaturnInputError
-from saturn_airflow.store.files import PlanStore, Store
+from saturn_airflow.store.records import PlanStore, Store
 
 
 def _store(url: Optional[str]) -> Store:
@@ -60,6 +60,11 @@ class SaturnValidateOperator(BaseOperator):
             self.log.error("workload rejected: %s", e)
             raise AirflowFailException(f"workload rejected: {e}") from None
         nodes = planning_steps.nodes_of(wl)
+        served = settings.nodes()
+        unserved = [n["name"] for n in nodes if served and n["name"] not in served]
+        if unserved:
+            raise AirflowFailException(f"workload rejected: node(s) {', '.join(unserved)} have no worker; this "
+                                       f"deployment's nodes ([saturn] nodes) are {', '.join(served)}")
         self.log.info("workload %s: %d jobs on %s", wl.name, len(wl.jobs),
                       ", ".join(f"{n['name']} ({n['gpus']} devices)" for n in nodes))
         return {"workload_path": os.path.abspath(path), "workload": wl.name, "nodes": nodes,
@@ -114,8 +119,11 @@ class SaturnEnsurePoolsOperator(BaseOperator):
 class SaturnProfileOperator(BaseOperator):
     """Profile the workload on one node's devices (behind their leases); cached trials are not re-run.
 
-    Mapped over the nodes (`.partial(...).expand(node=...)`). A re-plan profiles nothing: it reuses
-    the root plan's table with observed rates.
+    On one machine it is mapped over the workload's nodes (`.partial(...).expand(node=...)`). When
+    workers serve nodes (`[saturn] nodes`), the planning DAG has one such task per node, `node` set to
+    its name and `queue` to the node's queue, so node N is profiled by N's worker on N's devices; a
+    node the workload does not use returns nothing. A re-plan profiles nothing: it reuses the root
+    plan's table with observed rates.
     """
 
     ui_color = "#fef3e0"
@@ -128,18 +136,32 @@ class SaturnProfileOperator(BaseOperator):
         from saturn_airflow.execution import leases
         from saturn_airflow.spec.workload import load_workload
 
+        from saturn_airflow.execution.devices import physical_ids
+
         info = context["ti"].xcom_pull(task_ids=self.validate_task_id)
         node = self.node or info["nodes"][0]
+        if isinstance(node, str):  # one task per node of the cluster: this node, if the workload uses it
+            node = next((n for n in info["nodes"] if n["name"] == node), None)
+            if node is None:
+                self.log.info("the workload does not use node %s: nothing to profile", self.node)
+                return None
         if info.get("replan_of"):
             self.log.info("re-plan: profiling nothing; the planner uses the stored table and observed rates")
             return None
+        here = settings.node()
+        if here and here != node["name"]:
+            raise AirflowFailException(f"the profile task of node {node['name']!r} ran on the worker of node {here!r}: "
+                                       "start each node's worker with --queues <node> and [saturn] node=<node>")
         from saturn_airflow.profiling.profiler import profile_workload  # torch side; heavy import
 
         store = _store(self.store_url)
         wl = load_workload(info["workload_path"])
-        devices = list(range(int(node["gpus"])))
-        keys = [leases.device_key(node["name"], d) for d in devices]
-        owner = {"job": f"profile:{wl.name}", "plan_id": None, "dag_run": context["run_id"]}
+        plan_ids = list(range(int(node["gpus"])))
+        devices = physical_ids(plan_ids, node["name"])
+        keys = [leases.device_key(node["name"], d) for d in plan_ids]
+        owner = {"job": f"profile:{wl.name}", "plan_id": None, "dag_run": context["run_id"], "node": node["name"],
+                 "worker_node": here, "devices": devices}
+        self.log.info("profiling on node %s, devices %s", node["name"], devices)
         with leases.acquire(store, keys, owner, timeout_s=settings.lease_timeout_s(), log=self.log.info):
             table = profile_workload(wl, store=store, devices=devices, progress=self.log.info)
         rel = f"runs/{_safe(context['run_id'])}/profile-{node['name']}.json"
@@ -210,7 +232,7 @@ class SaturnSolveOperator(BaseOperator):
 
     def _replan(self, context, info, store, wl, solver, time_limit):
         from saturn_airflow.control import replan
-        from saturn_airflow.store.files import ProgressStore
+        from saturn_airflow.store.records import ProgressStore
 
         ps = PlanStore(store)
         parent = ps.get(info["replan_of"])

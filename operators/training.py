@@ -4,7 +4,10 @@
   the task succeeds at once); a new sweep of the same workload trains it again;
 - skips when its plan was superseded before it started (the newer plan runs the job), unless the
   newer plan keeps this very job running here;
-- leases the job and its devices (waiting while another holder has them), then calls
+- runs only on the worker of its node when workers serve nodes ([saturn] node), on that node's
+  devices ([saturn] device_ids: plan device i is the worker's i-th);
+- leases the job and its devices (waiting while another holder has them; the leases are heartbeated,
+  and a lost lease kills the runner at once), then calls
   saturn_airflow.execution.launch.run_job, streaming its progress lines into the task log;
 - while running, stops (checkpoint, exit "preempted") when a newer plan preempts the job; the task
   then ends SKIPPED and the job resumes from its checkpoint in the newer plan's DAG;
@@ -19,16 +22,17 @@ import time
 from typing import Optional
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from saturn_airflow import settings
 from saturn_airflow.control import segments
 
 from saturn_airflow.execution import leases
+from saturn_airflow.execution.devices import physical_ids
 
 from saturn_airflow.tasks import events as job_events
 from saturn_airflow.tasks import training as training_steps
-from saturn_airflow.store.files import PlanStore, Store
+from saturn_airflow.store.records import PlanStore, Store
 
 
 class SaturnTrainOperator(BaseOperator):
@@ -51,21 +55,27 @@ class SaturnTrainOperator(BaseOperator):
             raise
         except BaseException as e:
             ti = context["ti"]
-            if getattr(ti, "try_number", 1) >= (self.retries or 0) + 1:  # the last attempt
+            if isinstance(e, AirflowFailException) or getattr(ti, "try_number", 1) >= (self.retries or 0) + 1:  # the last attempt
                 training_steps.mark_failed(store, plan, self.job, f"{type(e).__name__}: {e}")
             raise
 
     def _execute(self, store: Store, plan, context):
         a = plan.assignment(self.job)
+        here = settings.node()
+        if here and here != a.node:  # a worker serves one node: its queue must be that node's only
+            raise AirflowFailException(f"{self.job} is planned on node {a.node!r} but ran on the worker of node "
+                                       f"{here!r}: start each node's worker with --queues <node> and [saturn] node=<node>")
         verdict, why = training_steps.start_decision(store, plan, self.job)
         self.log.info("%s: %s", verdict, why)
         if verdict == "done":
             return {"job": self.job, "status": "done", "ran": False}
         if verdict == "skip":
             raise AirflowSkipException(why)
+        devices = physical_ids(list(a.gpu_ids), a.node)
         keys = [leases.job_key(plan.workload, self.job, sweep=plan.sweep)] + [leases.device_key(a.node, g) for g in a.gpu_ids]
         owner = {"job": self.job, "plan_id": self.plan_id, "workload": plan.workload, "sweep": plan.sweep,
-                 "dag_run": context["run_id"]}
+                 "dag_run": context["run_id"], "node": a.node, "worker_node": here, "devices": devices,
+                 "try": context["ti"].try_number}
         kept = self.job in ((plan.model_extra or {}).get("kept") or [])
         timeout = None if kept else settings.lease_timeout_s()
         with leases.acquire(store, keys, owner, timeout_s=timeout, log=self.log.info) as held:
@@ -75,9 +85,9 @@ class SaturnTrainOperator(BaseOperator):
                 return {"job": self.job, "status": "done", "ran": False}
             if verdict == "skip":
                 raise AirflowSkipException(why)
-            return self._run(store, plan, a, context, held)
+            return self._run(store, plan, a, context, devices, held)
 
-    def _run(self, store: Store, plan, a, context, held=None) -> dict:
+    def _run(self, store: Store, plan, a, context, devices: list[int], held) -> dict:
         from saturn_airflow.execution.launch import run_job  # torch side: imported only when a job runs
 
         wl_path = (plan.model_extra or {}).get("workload_path")
@@ -104,14 +114,16 @@ class SaturnTrainOperator(BaseOperator):
                                                         "try": context["ti"].try_number}, sweep=plan.sweep)
         self.log.info("running %s: %s on %s devices %s (planned %.0f s)", self.job, a.parallelism, a.node, a.gpu_ids,
                       a.runtime_s)
+        if devices != list(a.gpu_ids):
+            self.log.info("node %s: plan devices %s are this worker's devices %s", a.node, a.gpu_ids, devices)
         status = "failed"
         try:
             result = run_job(wl_path, self.job, parallelism=a.parallelism, knobs=dict(a.knobs),
-                             device_ids=list(a.gpu_ids), store_url=store.url, plan_id=plan.plan_id,
-                             sweep=plan.sweep, log=self.log.info, stop_event=self._stop,
-                             ckpt_every_s=settings.checkpoint_every_s(), steps=segments.target(plan, self.job),
-                             rung_gate=segments.rung_gate(plan, self.job),
-                             on_start=(lambda proc: held.attach_group(proc.pid)) if held is not None else None)
+                              device_ids=devices, store_url=store.url, plan_id=plan.plan_id,
+                              sweep=plan.sweep, log=self.log.info, stop_event=self._stop, kill_event=held.lost,
+                              env=store.env(), node=a.node, ckpt_every_s=settings.checkpoint_every_s(),
+                              steps=segments.target(plan, self.job), rung_gate=segments.rung_gate(plan, self.job),
+                              on_start=lambda proc: held.attach_group(proc.pid))
             status = getattr(result, "status", "failed")
         finally:
             self._stop.set()

@@ -19,7 +19,7 @@ from saturn_airflow import settings
 from saturn_airflow.views import gantt_html
 from saturn_airflow.spec.plan import Plan
 from saturn_airflow.tasks.render import dag_id as plan_dag_id, plan_id_of
-from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 from saturn_airflow.views.leaderboard import leaderboard
 from saturn_airflow.views.leaderboard_html import render_results
 

@@ -51,8 +51,32 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 
 OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("store_url", "string", "",
-           "Where plans, progress and checkpoints live: a local folder or an fsspec URL (s3://, gs://). "
-           "Default: $SATURN_HOME, else $AIRFLOW_HOME/saturn.", "s3://bucket/saturn"),
+           "The store folder (local path or fsspec URL): checkpoints, and the SQLite record database when "
+           "store_db is empty. Default: $SATURN_HOME, else $AIRFLOW_HOME/saturn.", "/shared/saturn"),
+    Option("store_db", "string", "",
+           "SQLAlchemy URL of the record database (plans, progress, leases, claims, events). Empty: a SQLite "
+           "file saturn.db in store_url (one machine). A cluster uses PostgreSQL.",
+           "postgresql://saturn:pw@db-host:5432/saturn"),
+    Option("store_conn_id", "string", "",
+           "An Airflow connection holding the record database (used when store_db is empty).", "saturn_db"),
+    Option("checkpoint_url", "string", "",
+           "Folder or fsspec URL every node reaches, for the jobs' checkpoints (torch.distributed.checkpoint). "
+           "Empty: <store_url>/checkpoints.", "s3://bucket/saturn/checkpoints"),
+    Option("checkpoint_every_s", "float", "60",
+           "A running job checkpoints this often (seconds): the most a killed worker or node loses of it.", "300"),
+    Option("lease_ttl_s", "float", "60",
+           "A device or job lease expires when its holder has not heartbeated for this long (seconds); one "
+           "waiter then breaks it.", "120"),
+    Option("node", "string", "",
+           "The node this worker serves (set per worker, the worker consuming the queue of the same name). "
+           "Empty: not pinned to a node.", "gpu-a"),
+    Option("device_ids", "string", "",
+           "The device ids of this worker's node: CUDA ordinals as the worker sees them, or CPU core indexes; "
+           "comma-separated, ranges allowed. Plan device i runs on the i-th. Empty: every device of the machine.",
+           "0-3"),
+    Option("nodes", "string", "",
+           "The cluster's node names that have a worker each: the planning DAG profiles node N in queue N. "
+           "Empty: one profile task per workload node on the default queue.", "gpu-a,gpu-b"),
     Option("solver", "string", "highs", "Default MILP solver: highs or cbc.", "cbc"),
     Option("time_limit", "float", "30", "Default solver time limit in seconds (a ceiling, not a target).", "60"),
     Option("gap_tolerance", "float", "0.01",
@@ -73,8 +97,6 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("drift_window_steps", "integer", "10", "...and at least this many steps.", "20"),
     Option("drift_checks", "integer", "2",
            "Re-plan only when this many consecutive drift looks (spanning at least one rate window) are late.", "3"),
-    Option("checkpoint_every_s", "float", "60",
-           "How often a training job checkpoints (wall seconds); a fault loses at most this much work.", "300"),
     Option("restart_overhead_s", "float", "10",
            "What a preempted job pays to restart (process launch, checkpoint load), in seconds.", "30"),
     Option("min_preempt_gain", "float", "0.05",
@@ -160,6 +182,8 @@ manage_pools = _accessor("manage_pools")
 lease_timeout_s = _accessor("lease_timeout_s")
 render_max_plans = _accessor("render_max_plans")
 rung_time_limit = _accessor("rung_time_limit")
+checkpoint_url = _accessor("checkpoint_url")
+lease_ttl_s = _accessor("lease_ttl_s")
 
 
 def mlflow_tracking_uri() -> str:
@@ -172,10 +196,80 @@ def mlflow_experiment(workload: str) -> str:
 
 
 def store_url() -> str:
-    """$SATURN_HOME, else [saturn] store_url, else $AIRFLOW_HOME/saturn."""
-    from saturn_airflow.store.files import default_store_url
+    """$SATURN_HOME, else [saturn] store_url, else $AIRFLOW_HOME/saturn (~/airflow/saturn)."""
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return os.environ.get("SATURN_HOME") or get("store_url") or os.path.join(home, "saturn")
 
-    return os.environ.get("SATURN_HOME") or get("store_url") or default_store_url()
+
+def store_db() -> str:
+    """The record database's SQLAlchemy URL: [saturn] store_db, else the Airflow connection
+    [saturn] store_conn_id, else "" (the store then keeps a SQLite file in its folder)."""
+    url = get("store_db")
+    if url:
+        return url
+    conn_id = get("store_conn_id")
+    return connection_uri(conn_id) if conn_id else ""
+
+
+def connection_uri(conn_id: str) -> str:
+    """The URI of an Airflow connection: from Airflow when this process already runs Airflow (any
+    secrets backend), else from AIRFLOW_CONN_<ID> (URI or JSON form), read without importing Airflow."""
+    if "airflow" in sys.modules:
+        try:
+            from airflow.sdk import BaseHook  # noqa: TID251 (only when Airflow is already loaded)
+
+            return BaseHook.get_connection(conn_id).get_uri()
+        except Exception:  # noqa: BLE001 - not in a task context: fall back to the environment
+            pass
+    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if not raw:
+        from saturn_airflow.errors import SaturnInputError
+
+        raise SaturnInputError(f"[saturn] store_conn_id={conn_id!r}: no such Airflow connection "
+                               f"(set AIRFLOW_CONN_{conn_id.upper()} or define it in Airflow)")
+    raw = raw.strip()
+    if not raw.startswith("{"):
+        return raw
+    import json
+    from urllib.parse import quote
+
+    c = json.loads(raw)
+    scheme = {"postgres": "postgresql"}.get(c.get("conn_type", ""), c.get("conn_type", ""))
+    auth = quote(c.get("login") or "", safe="") + (":" + quote(c["password"], safe="") if c.get("password") else "")
+    host = (c.get("host") or "") + (f":{c['port']}" if c.get("port") else "")
+    return f"{scheme}://{auth + '@' if auth else ''}{host}/{c.get('schema') or ''}"
+
+
+def node() -> str:
+    """The node this worker serves ([saturn] node), or "" when it is not pinned to one."""
+    return get("node").strip()
+
+
+def device_ids() -> Optional[list[int]]:
+    """This worker's device ids ([saturn] device_ids, e.g. "0,1" or "4-7"), or None for every device."""
+    from saturn_airflow.errors import SaturnInputError
+
+    raw = get("device_ids").strip()
+    if not raw:
+        return None
+    ids: list[int] = []
+    try:
+        for part in raw.replace(" ", "").split(","):
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                ids.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                ids.append(int(part))
+    except ValueError:
+        raise SaturnInputError(f"[saturn] device_ids={raw!r}: expected comma-separated ids or ranges, e.g. 0,1 or 4-7") from None
+    if len(set(ids)) != len(ids) or any(i < 0 for i in ids):
+        raise SaturnInputError(f"[saturn] device_ids={raw!r}: ids must be distinct and >= 0")
+    return ids
+
+
+def nodes() -> list[str]:
+    """The cluster's node names that have a worker each ([saturn] nodes); [] on one machine."""
+    return [n.strip() for n in get("nodes").split(",") if n.strip()]
 
 
 def pool_name(node: str) -> str:

@@ -2,8 +2,13 @@
 # Stop the demo started by scripts/demo.sh: TERM each recorded component's process group and every
 # descendant of it (training processes may start their own sessions), wait up to 30 s, then KILL
 # what is left. Keeps ./.saturn-demo (remove it to start over).
+#
+# `./scripts/demo-stop.sh --cluster` stops the two-node demo (Airflow, Redis, PostgreSQL) by its PIDs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--cluster" ]; then
+  exec .venv/bin/python scripts/cluster.py stop --home "${SATURN_DEMO_HOME:-$PWD/.saturn-demo-cluster}"
+fi
 DEMO=${SATURN_DEMO_HOME:-$PWD/.saturn-demo}
 [ -s "$DEMO/pids" ] || { echo "no demo running ($DEMO/pids is missing)"; exit 0; }
 

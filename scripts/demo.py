@@ -155,7 +155,7 @@ def main(argv=None) -> int:
 
     from saturn_airflow.views import gantt_html
     from saturn_airflow.tasks.render import PLANNING_DAG_ID, dag_id
-    from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+    from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
     api = Api(a.base_url)
     t0 = time.time()

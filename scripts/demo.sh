@@ -10,8 +10,12 @@
 # Settings (environment): SATURN_DEMO_HOME (./.saturn-demo), SATURN_DEMO_PORT (8080, else a free
 # one), SATURN_DEMO_HOST (127.0.0.1), SATURN_DEMO_WORKLOAD (saturn_airflow/examples/sweep.yaml), SATURN_DEMO_TIMEOUT
 # (seconds to wait for the sweep, 1800), SATURN_DEMO_SOLVER, SATURN_DEMO_TIME_LIMIT.
+#
+# `./scripts/demo.sh --cluster`: the same sweep on two nodes of this machine under the CeleryExecutor,
+# with PostgreSQL and Redis (scripts/demo-cluster.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--cluster" ]; then shift; exec ./scripts/demo-cluster.sh "$@"; fi
 ROOT=$PWD
 DEMO=${SATURN_DEMO_HOME:-$ROOT/.saturn-demo}
 HOST=${SATURN_DEMO_HOST:-127.0.0.1}

@@ -97,7 +97,7 @@ def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float
         reason = "no job has reported a steady rate (past its warm-up) yet"
     elif late_enough and not choice:
         reason = (f"projected makespan {projected:.0f} s is {late:.0f} s late, but a re-plan has no choice: every "
-                  f"job left is running in its only profiled config")
+                  f"job left is running in its only profiled config on the only node it fits")
     elif should:
         slow = max((p for p in proj.jobs.values() if p.state in ("running", "pending")),
                    key=lambda p: p.end_s - p.planned_end_s)
@@ -117,8 +117,10 @@ def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float
 
 def has_choice(plan: Plan, groups: dict[str, list[str]], table: Optional[ProfileTable]) -> bool:
     """Whether a re-plan could change anything: a job still to start (its place, size and order are
-    open), or a running job with another profiled config (it could be preempted and resized). A plan
-    whose every remaining job runs in its only config re-plans into the same schedule."""
+    open), or a running job with another profiled config (it could be preempted and resized) or
+    another node its config fits (it could be preempted and moved, resuming from its checkpoint). A
+    plan whose every remaining job runs in its only config on the only node it fits re-plans into the
+    same schedule."""
     if groups["pending"] or table is None:
         return True
     from saturn_airflow.control.projection import config_of
@@ -128,8 +130,11 @@ def has_choice(plan: Plan, groups: dict[str, list[str]], table: Optional[Profile
             configs = table.job(job).configs
         except KeyError:
             return True
-        current = config_of(table, plan.assignment(job))
+        a = plan.assignment(job)
+        current = config_of(table, a)
         if any(c is not current for c in configs):
+            return True
+        if current is not None and any(n.name != a.node and current.fits(n) for n in table.cluster.nodes):
             return True
     return False
 

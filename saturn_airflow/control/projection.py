@@ -129,6 +129,12 @@ class Projection:
         return self.t0 + self.projected_makespan_s
 
 
+def node_factor(slowdowns: list[float], node_min_slowdown: float = NODE_MIN_SLOWDOWN) -> float:
+    """A node's slowdown from the slowdowns of the jobs observed running on it: the smallest of them
+    when there are at least two and every one is above `node_min_slowdown`, else 1.0 (see above)."""
+    return min(slowdowns) if len(slowdowns) >= 2 and min(slowdowns) > node_min_slowdown else 1.0
+
+
 def _planned_step_s(a: Assignment, cfg: Optional[Config], total: int, at_plan: int) -> Optional[float]:
     if cfg is not None:
         return profiled_step_s(cfg, total)
@@ -174,10 +180,9 @@ def project(plan: Plan, records: dict[str, Any], now: float, t0: float, *, table
         planned_step_s[a.job] = _planned_step_s(a, cfgs[a.job], total, max(0, total - plan_start_step(plan, a.job)))
         if est[a.job] and planned_step_s[a.job]:
             slow[a.job] = (1.0 / est[a.job]) / planned_step_s[a.job]
-    node_slowdown: dict[str, float] = {}
-    for node in sorted({a.node for a in assignments}):
-        seen = [slow[a.job] for a in assignments if a.node == node and a.job in slow]
-        node_slowdown[node] = min(seen) if len(seen) >= 2 and min(seen) > node_min_slowdown else 1.0
+    node_slowdown = {node: node_factor([slow[a.job] for a in assignments if a.node == node and a.job in slow],
+                                       node_min_slowdown)
+                     for node in sorted({a.node for a in assignments})}
     # what every node shares (a machine-wide slowdown) no re-plan can fix: the reference runs at it too
     common = min(node_slowdown.values(), default=1.0)
 

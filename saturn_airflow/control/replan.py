@@ -3,7 +3,9 @@
 - Only remaining work is planned: finished jobs (done anywhere, or failed under the current plan)
   are left out, so a re-plan never re-runs them.
 - Observed rates replace profiled ones: a job that ran at 1/3 of its profiled speed is assumed to
-  keep doing so in every config (its slowdown factor scales all of its configs).
+  keep doing so in every config (its slowdown factor scales all of its configs) on the node it ran
+  on; on a cluster's other nodes it runs at their pace, so a re-plan may move it off a slow node
+  (unless it was moved for being slow once already: then the slowdown is its own, everywhere).
 - Running jobs are kept (pinned where they run, with their remaining time at the observed rate) or
   preempted (they restart from their checkpoint anywhere, paying a restart overhead), whichever plan
   has the shorter makespan; preempting must win by `min_gain` to be chosen.
@@ -19,12 +21,12 @@ import time
 from typing import Any, Callable, Optional
 
 from saturn_airflow import settings
-from saturn_airflow.control.projection import config_of, profiled_startup_s, project
+from saturn_airflow.control.projection import config_of, node_factor, profiled_startup_s, project
 from saturn_airflow.control.rates import RateWindow, estimate
 from saturn_airflow.spec.plan import Plan, new_plan_id
 from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable
 from saturn_airflow.spec.progress import JobState, ProgressRecord
-from saturn_airflow.store.files import PlanStore, ProgressStore
+from saturn_airflow.store.records import PlanStore, ProgressStore
 
 SLOWDOWN_CLAMP = (0.05, 50.0)
 
@@ -39,6 +41,7 @@ class Observed:
     total: int
     slowdown: float  # observed step time / profiled step time of the config it ran in (1.0: unobserved)
     rate_steps_per_s: Optional[float] = None
+    node: Optional[str] = None  # where the slowdown was observed (None: not observed)
 
 
 def _config_of(table: ProfileTable, plan: Plan, job: str) -> Optional[Config]:
@@ -80,7 +83,8 @@ def observe(plan: Plan, table: ProfileTable, records: dict[str, Optional[dict]],
             slowdown = min(max(own, SLOWDOWN_CLAMP[0]), SLOWDOWN_CLAMP[1])
         else:
             slowdown = proj.node_slowdown.get(a.node, 1.0) if state == JobState.PENDING else 1.0
-        out[a.job] = Observed(a.job, state, step, total, slowdown if state in ("running", "pending") else 1.0, rate)
+        out[a.job] = Observed(a.job, state, step, total, slowdown if state in ("running", "pending") else 1.0, rate,
+                              (rec.node or a.node) if own is not None else None)
     return out
 
 
@@ -117,16 +121,45 @@ def remaining_table(table: ProfileTable, plan: Plan, observed: dict[str, Observe
             pinned[a.job] = PinnedJob(node=a.node, gpu_ids=list(a.gpu_ids), start_s=0.0)
             continue
         overhead = restart_overhead_s if ob.step > 0 or ob.state == "running" else 0.0
-        configs = []
-        for c in src.configs:
+
+        def scaled(c: Config, slowdown: float, **update) -> Config:
             # start-up (launch, model build) slows down with the machine too, not with a job's own data
-            startup = profiled_startup_s(c) * max(1.0, min(ob.slowdown, machine))
-            runtime = startup + (c.runtime_s - profiled_startup_s(c)) * (left / total) * ob.slowdown + overhead
-            configs.append(c.model_copy(update={"runtime_s": max(runtime, 1e-3)}))
+            startup = profiled_startup_s(c) * max(1.0, min(slowdown, machine))
+            runtime = startup + (c.runtime_s - profiled_startup_s(c)) * (left / total) * slowdown + overhead
+            return c.model_copy(update={"runtime_s": max(runtime, 1e-3), **update})
+
+        slow_node = _blamed_node(plan, ob)
+        if slow_node is None:
+            configs = [scaled(c, ob.slowdown) for c in src.configs]
+        else:  # slower on that node only; elsewhere at the pace the other nodes' jobs show
+            configs = [scaled(c, ob.slowdown, node=slow_node) for c in src.configs]
+            for n in table.cluster.nodes:
+                if n.name != slow_node:
+                    configs += [scaled(c, _node_slowdown(observed, n.name), node=n.name) for c in src.configs]
         jobs.append(JobProfile(name=a.job, configs=configs))
     if not jobs:
         return None, {}
     return ProfileTable(cluster=table.cluster, jobs=jobs), pinned
+
+
+def _blamed_node(plan: Plan, ob: Observed) -> Optional[str]:
+    """The node a job's slowdown is blamed on, or None when it is the job's own.
+
+    A job observed slower than profiled is first taken to suffer from its node (a straggler: thermal
+    limits, a noisy neighbour), so a re-plan may move it to a node that runs its other jobs at speed.
+    Once a job was moved for being slow and is slow again on its new node, the slowdown is its own and
+    counts on every node (no job is bounced between nodes)."""
+    if ob.node is None or ob.slowdown <= 1.0:
+        return None
+    moved = ((plan.model_extra or {}).get("replan") or {}).get("slow_on") or {}
+    if ob.job in moved and moved[ob.job] != ob.node:
+        return None
+    return ob.node
+
+
+def _node_slowdown(observed: dict[str, Observed], node: str) -> float:
+    """How much slower than profiled a node runs its jobs (the projection's rule, `node_factor`)."""
+    return node_factor([o.slowdown for o in observed.values() if o.node == node])
 
 
 @dataclasses.dataclass
@@ -183,6 +216,9 @@ def replan_plan(table: ProfileTable, plan: Plan, records: dict[str, Optional[dic
                    "done": sorted(j for j, o in observed.items() if o.state == "done"),
                    "failed": sorted(j for j, o in observed.items() if o.state == "failed"),
                    "slowdown": {j: round(o.slowdown, 3) for j, o in observed.items() if o.slowdown != 1.0},
+                   "slow_on": {**(((plan.model_extra or {}).get("replan") or {}).get("slow_on") or {}),
+                               **{j: o.node for j, o in observed.items() if o.node and o.slowdown > 1.0
+                                  and o.state in ("running", "pending")}},
                    "at": time.time()},
         "kept": kept,
         "preempted": preempted,

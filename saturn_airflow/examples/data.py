@@ -10,9 +10,10 @@ the runner set SATURN_RUNNER_MODE=train, never in the profiler's trials or the p
 and they never change a batch):
   slow_after_step, slow_step_s   every step from `slow_after_step` on sleeps `slow_step_s` more
     (or slow_factor)             (or runs `slow_factor` times as long as it computes);
-    slow_after_file              and, if given, only once this file exists (a test starts the
-                                 slowdown when it is ready); the first slow step and its time are
-                                 written to <fault_dir>/slow-began
+    slow_after_file              and, if given, only while this file exists (a test starts the
+                                 slowdown when it is ready, and may end it); `{node}` in the path is
+                                 the node the job runs on (a slowed node, not a slow job); the first
+                                 slow step and its time are written to <fault_dir>/slow-began
   warmup_slow_s, warmup_step_s   steps during the first `warmup_slow_s` seconds of a launch sleep
     (or warmup_factor)           `warmup_step_s` more, or take `warmup_factor` times as long (a
                                  warm-up slower than the profile's)
@@ -68,7 +69,7 @@ def _faults(step: int, *, slow_after_step=None, slow_step_s: float = 0.0, slow_f
     if warmup_slow_s and now - _PACE["t0"] < warmup_slow_s:
         sleep += warmup_step_s + (_stretch(warmup_factor) if warmup_factor > 1 else 0.0)
     if slow_after_step is not None and step >= slow_after_step and (
-            slow_after_file is None or os.path.exists(slow_after_file)):
+            slow_after_file is None or os.path.exists(slow_after_file.replace("{node}", os.environ.get("SATURN_NODE", "")))):
         sleep += slow_step_s + (_stretch(slow_factor) if slow_factor > 1 else 0.0)
         if fault_dir and not os.path.exists(os.path.join(fault_dir, "slow-began")) and _once(fault_dir, "slow-began"):
             with open(os.path.join(fault_dir, "slow-began"), "w") as f:

@@ -2,6 +2,9 @@
 
 Everything device-specific lives here so the parallelisms, profiler and runner are device-agnostic:
 the same code runs on NCCL GPUs and on gloo CPU cores in CI.
+
+A worker serving one node of a cluster knows that node's devices from `[saturn] device_ids`; a
+plan's device ids 0..gpus-1 of that node map onto them in order (`physical_ids`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import resource
 from dataclasses import dataclass, field
 from typing import Optional
 
+from saturn_airflow.errors import SaturnInputError
+
 ENV_IDS = "SATURN_DEVICE_IDS"  # the launch's device ids, comma separated, in rank order
 ENV_KIND = "SATURN_DEVICE_KIND"  # "cuda" | "cpu"
 ENV_CPU_MEM_MB = "SATURN_CPU_DEVICE_MEM_MB"  # optional per-core memory budget: exceeding it is an OOM
+ENV_NODE = "SATURN_NODE"  # the node a launch runs on (ranks and data functions may read it)
 
 
 def _torch():
@@ -45,6 +51,34 @@ def _allowed_cores() -> list[int]:
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return list(range(os.cpu_count() or 1))
+
+
+def node_device_ids(kind: Optional[str] = None) -> list[int]:
+    """The devices of the node this worker serves: [saturn] device_ids (checked against this machine),
+    else every device. Two workers on one machine with disjoint device_ids act as two nodes."""
+    from saturn_airflow import settings
+
+    kind = kind or device_kind()
+    have = available_devices(kind)
+    ids = settings.device_ids()
+    if ids is None:
+        return have
+    missing = [i for i in ids if i not in have]
+    if missing:
+        raise SaturnInputError(f"[saturn] device_ids lists {missing}, which this machine does not have "
+                               f"({len(have)} {kind} devices: ids {have[0] if have else '-'}..{have[-1] if have else '-'})")
+    return ids
+
+
+def physical_ids(plan_ids: list[int], node: str = "", kind: Optional[str] = None) -> list[int]:
+    """The devices this worker launches on for a plan's device ids 0..gpus-1 of its node: the i-th of
+    the node's devices (node_device_ids) for plan id i."""
+    devs = node_device_ids(kind)
+    bad = [i for i in plan_ids if not 0 <= int(i) < len(devs)]
+    if bad:
+        raise SaturnInputError(f"plan device ids {bad} of node {node or '?'}: this worker has {len(devs)} devices "
+                               f"({devs}); set [saturn] device_ids of the worker, or fix the workload's node size")
+    return [devs[int(i)] for i in plan_ids]
 
 
 def cpu_cores(device_ids: list[int]) -> list[int]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import tempfile
 import time
 import warnings
@@ -42,10 +41,32 @@ def export_rel(workload: str, sweep: str, job: str) -> str:
 
 def read_export(store: Store, workload: str, sweep: str, job: str) -> Optional[dict]:
     """The export's description (model.json), with `path` set to the model file, or None."""
-    meta = store.read_json(posixpath.join(export_rel(workload, sweep, job), META_FILE))
+    try:
+        with store.fs.open(store.path(export_rel(workload, sweep, job), META_FILE), "r") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        return None
     if meta:
         meta["path"] = store.path(export_rel(workload, sweep, job), MODEL_FILE)
     return meta
+
+
+def _write_meta(store: Store, rel: str, meta: dict) -> None:
+    """model.json next to the model file, whole or not at all (a file, not a record: it travels with the
+    model, e.g. into MLflow's artifacts)."""
+    data = json.dumps(meta, indent=1, sort_keys=True).encode()
+    target = store.path(rel, META_FILE)
+    if not store.local:
+        store.fs.pipe_file(target, data)  # one object PUT: readers see the old object or the new one
+        return
+    fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".json.tmp", dir=os.path.dirname(target))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _plain_tensors(model) -> dict:
@@ -71,7 +92,7 @@ def export_from_checkpoint(job, checkpoint_root: str, store: Store, workload: st
     import torch.distributed.checkpoint as dcp
     from safetensors.torch import save_file
 
-    from saturn_airflow.execution.checkpoint import read_latest
+    from saturn_airflow.execution.checkpoint import join as ckpt_join, read_latest
     from saturn_airflow.parallelisms.base import build_model
 
     ptr = read_latest(checkpoint_root)
@@ -82,7 +103,7 @@ def export_from_checkpoint(job, checkpoint_root: str, store: Store, workload: st
     sd = {"model": model.state_dict()}
     with warnings.catch_warnings():  # "torch.distributed is ... uninitialized": exactly the intent here
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load(sd, checkpoint_id=os.path.join(checkpoint_root, ptr["dir"]), no_dist=True)
+        dcp.load(sd, checkpoint_id=ckpt_join(checkpoint_root, ptr["dir"]), no_dist=True)
     model.load_state_dict(sd["model"])
     tensors = _plain_tensors(model)
     header = {"saturn.format": FORMAT, "saturn.model": job.model, "saturn.model_args": json.dumps(job.model_args),
@@ -106,11 +127,11 @@ def export_from_checkpoint(job, checkpoint_root: str, store: Store, workload: st
             os.unlink(tmp)
     meta = {"format": FORMAT, "file": MODEL_FILE, "job": job.name, "workload": workload, "sweep": sweep,
             "model": job.model, "model_args": job.model_args, "step": int(ptr["step"]), "steps": job.steps,
-            "checkpoint": os.path.join(checkpoint_root, ptr["dir"]), "parallelism": ptr.get("parallelism"),
+            "checkpoint": ckpt_join(checkpoint_root, ptr["dir"]), "parallelism": ptr.get("parallelism"),
             "world_size": ptr.get("world_size"), "parameters": sum(t.numel() for t in tensors.values()),
             "bytes": size, "sha256": digest, "exported_at": time.time(),
             "export_s": round(time.perf_counter() - t0, 3), **(info or {})}
-    store.write_json(posixpath.join(rel, META_FILE), meta)
+    _write_meta(store, rel, meta)
     meta["path"] = target
     return meta
 

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from saturn_airflow.execution.devices import cpu_cores, device_kind, launch_env
+from saturn_airflow.execution.checkpoint import local_folder
+from saturn_airflow.execution.devices import ENV_NODE, cpu_cores, device_kind, launch_env
 from saturn_airflow.execution.runner import EXIT_PREEMPTED
 from saturn_airflow.spec.progress import JobState
-from saturn_airflow.store.files import BY_HAND
+from saturn_airflow.store.records import BY_HAND
 
 LOSS_LOG = "losses.jsonl"  # under a job's checkpoint root: {"start": K, ...} per launch, then {"step", "loss", "t"} per step
 STOP_GRACE_S = 90.0  # after SIGTERM, how long ranks get to save before SIGKILL
@@ -47,6 +48,7 @@ class LaunchOutcome:
     t_exit: float
     timed_out: bool = False
     stopped: bool = False
+    killed: bool = False  # by kill_event: no checkpoint was written
 
     def root_cause(self) -> Optional[dict]:
         """The failing rank's own error, not its peers' echoes ("connection closed by peer")."""
@@ -101,9 +103,13 @@ def _single_rank_env() -> dict[str, str]:
 def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: str,
                   log: Callable[[str], None] = print, stop_event: Optional[threading.Event] = None,
                   timeout_s: Optional[float] = None, env: Optional[dict] = None, kind: Optional[str] = None,
-                  on_start: Optional[Callable[[subprocess.Popen], None]] = None) -> LaunchOutcome:
+                  on_start: Optional[Callable[[subprocess.Popen], None]] = None,
+                  kill_event: Optional[threading.Event] = None) -> LaunchOutcome:
     """Run `python -m saturn_airflow.execution.runner <runner_args>` on `device_ids` (under torchrun for
-    several); wait for it."""
+    several); wait for it.
+
+    `stop_event`: SIGTERM (the ranks checkpoint and exit); `kill_event`: SIGKILL at once, no checkpoint
+    (the devices' leases were lost to another holder)."""
     kind = kind or device_kind()
     os.makedirs(result_dir, exist_ok=True)
     tmp = os.path.join(result_dir, "tmp")
@@ -137,10 +143,13 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    stopped = timed_out = False
+    stopped = timed_out = killed = False
     term_at: Optional[float] = None
     while proc.poll() is None:
         now = time.time()
+        if kill_event is not None and kill_event.is_set() and not killed:
+            killed = True
+            _signal(proc, signal.SIGKILL)
         if term_at is None and stop_event is not None and stop_event.is_set():
             stopped, term_at = True, now
             _signal(proc, signal.SIGTERM)
@@ -163,7 +172,7 @@ def launch_runner(runner_args: list[str], device_ids: list[int], *, result_dir: 
         with open(ep) as f:
             errors.append(json.load(f))
     shutil.rmtree(tmp, ignore_errors=True)
-    return LaunchOutcome(proc.returncode, result, errors, list(tail), t0, t_exit, timed_out, stopped)
+    return LaunchOutcome(proc.returncode, result, errors, list(tail), t0, t_exit, timed_out, stopped, killed)
 
 
 def die_with_parent() -> None:
@@ -215,12 +224,14 @@ def _workload_file(workload, folder: str) -> tuple[str, str]:
 
 
 def checkpoint_root(store_url: str, workload: str, job: str, *, sweep: str, checkpoint_dir: Optional[str] = None) -> str:
-    """`<store>/checkpoints/<workload>/<sweep>/<job>/`, or a local override for remote stores."""
+    """The job's checkpoint folder in its sweep: `<checkpoint_url or store/checkpoints>/<workload>/<sweep>/<job>`
+    (a local path or an fsspec URL every node reaches, so the job resumes on any node), or an override."""
     if checkpoint_dir:
         return checkpoint_dir
-    from saturn_airflow.store.files import Store
+    from saturn_airflow.store import keys
+    from saturn_airflow.store.records import Store
 
-    return Store(store_url).local_path("checkpoints", workload, sweep, job)
+    return keys.checkpoint_dir(Store(store_url).checkpoint_root(), workload, sweep, job)
 
 
 def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: list[int], store_url: str,
@@ -230,7 +241,8 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
             ckpt_every_steps: Optional[int] = None, steps: Optional[int] = None, stop_at_step: Optional[int] = None,
             loss_log: Optional[str] = None, progress_every_s: float = 3.0, timeout_s: Optional[float] = None,
             env: Optional[dict] = None, on_start: Optional[Callable[[subprocess.Popen], None]] = None,
-            rung_gate: Optional[str] = None) -> "JobResult":
+             rung_gate: Optional[str] = None, kill_event: Optional[threading.Event] = None,
+             node: str = "") -> "JobResult":
     """Train `job` under `parallelism`/`knobs` on exactly `device_ids`, resuming from its latest checkpoint.
 
     Blocks until the job is done, preempted (stop_event set: SIGTERM, checkpoint, exit) or failed.
@@ -243,9 +255,12 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
     try:
         wpath, wname = _workload_file(workload, folder)
         ck = checkpoint_root(store_url, wname, job, sweep=sweep, checkpoint_dir=checkpoint_dir)
-        if loss_log is None:  # every step of every attempt, next to the checkpoints (what was lost, what was learned)
-            os.makedirs(ck, exist_ok=True)
-            loss_log = os.path.join(ck, LOSS_LOG)
+        local_ck = local_folder(ck)
+        if loss_log is None and local_ck is not None:
+            # every step of every attempt, next to the checkpoints (what was lost, what was learned);
+            # an object-store root keeps no log (it cannot append)
+            os.makedirs(local_ck, exist_ok=True)
+            loss_log = os.path.join(local_ck, LOSS_LOG)
         args = ["--workload", wpath, "--job", job, "--parallelism", parallelism, "--knobs", json.dumps(knobs or {}),
                 "--mode", "train", "--store", store_url, "--plan-id", plan_id or "", "--sweep", sweep,
                 "--checkpoint-dir", ck,
@@ -256,11 +271,15 @@ def run_job(workload, job: str, *, parallelism: str, knobs: dict, device_ids: li
             if val is not None:
                 args += [flag, str(val)]
         out = launch_runner(args, list(device_ids), result_dir=os.path.join(folder, "result"), log=log,
-                            stop_event=stop_event, timeout_s=timeout_s, env={**_tracking_env(), **(env or {})},
-                            on_start=on_start)
+                            stop_event=stop_event, timeout_s=timeout_s,
+                            env={**_tracking_env(), **(env or {}), ENV_NODE: node}, on_start=on_start,
+                            kill_event=kill_event)
         res = out.result or {}
         wall = out.t_exit - out.t_launch
         details = {"result": res, "errors": out.errors[:4]}
+        if out.killed:  # the leases went to another holder, who now owns the job's progress record
+            return JobResult("failed", job, res.get("step"), res.get("total"), out.returncode, wall,
+                             "killed: its leases were taken over by another holder", ck, details)
         if res.get("status") == "done" and (out.returncode == 0 or out.stopped):
             # a stop that came after the last step (torchrun killed in its teardown): the job is done
             status, msg = "done", "done"
@@ -296,7 +315,7 @@ def _tracking_env() -> dict:
 def _record_killed(store_url, sweep, workload, job, plan_id, msg, parallelism, device_ids) -> None:
     """A rank killed outright (SIGKILL, OOM-killer) leaves its record "running": the launcher records that
     this attempt ended (interrupted: a retry resumes it; the training task marks it failed for good)."""
-    from saturn_airflow.store.files import ProgressStore, Store
+    from saturn_airflow.store.records import ProgressStore, Store
 
     progress = ProgressStore(Store(store_url), sweep=sweep)
     rec = progress.get(workload, job)

@@ -50,8 +50,9 @@ class ProgressReporter:
 
     def __init__(self, *, workload: str, job: str, plan_id: str, sweep: str, parallelism: str, device_ids: list[int],
                  store_url: Optional[str], every_s: float = 3.0, loss_log: Optional[str] = None, enabled: bool = True,
-                 job_steps: Optional[int] = None):
+                 job_steps: Optional[int] = None, node: str = ""):
         self.enabled = enabled
+        self.node = node
         self.job_steps = job_steps  # the job's own steps: a launch that ends before them has paused
         self.segment_end: Optional[Callable[[int], int]] = None  # set by a rung gate: the total is where this segment ends
         self.workload, self.job, self.plan_id = workload, job, plan_id
@@ -60,7 +61,7 @@ class ProgressReporter:
         self.loss_log = open(loss_log, "a") if (loss_log and enabled) else None
         self.store = None
         if enabled and store_url:
-            from saturn_airflow.store.files import ProgressStore, Store
+            from saturn_airflow.store.records import ProgressStore, Store
 
             self.store = ProgressStore(Store(store_url), sweep=sweep)
         self.started_at = time.time()
@@ -100,7 +101,7 @@ class ProgressReporter:
             plan_id=self.plan_id, state=JobState(state), step=step, total=self.total, rate_steps_per_s=rate,
             recent_rate_steps_per_s=self._recent_rate(now, step), started_at=self.started_at,
             first_step_at=self.t_first, updated_at=now, finished_at=now if finished else None,
-            trail=list(self.trail), parallelism=self.parallelism, device_ids=self.device_ids,
+            trail=list(self.trail), parallelism=self.parallelism, device_ids=self.device_ids, node=self.node or None,
             start_step=self.start_step, loss=self.last_loss, pid=os.getpid(), launcher_pid=os.getppid())
         return rec.to_dict()
 
@@ -108,7 +109,7 @@ class ProgressReporter:
         if self.store is not None:
             try:
                 self.store.put(self.workload, self.job, rec)
-            except OSError as e:  # progress is advisory: never kill training over it
+            except Exception as e:  # noqa: BLE001 - progress is advisory: never kill training over it
                 say(f"[saturn] progress write failed: {e}")
 
     def start(self, step: int, total: int) -> None:
@@ -226,7 +227,7 @@ def main(argv=None) -> int:
     die_with_parent()  # torchrun killed outright: stop (checkpoint) too, never train on unguarded devices
     import torch.distributed as dist
 
-    from saturn_airflow.execution.devices import bind_rank
+    from saturn_airflow.execution.devices import ENV_NODE, bind_rank
     from saturn_airflow.parallelisms import get_parallelism
     from saturn_airflow.parallelisms.base import StopSignal
 
@@ -254,7 +255,8 @@ def main(argv=None) -> int:
         progress = ProgressReporter(workload=workload.name, job=job.name, plan_id=args.plan_id,
                                     sweep=args.sweep or BY_HAND, parallelism=par.name,
                                     device_ids=devices.ids, store_url=args.store, every_s=args.progress_every_s,
-                                    loss_log=args.loss_log, enabled=devices.is_main, job_steps=job.steps)
+                                     loss_log=args.loss_log, enabled=devices.is_main, job_steps=job.steps,
+                                     node=os.environ.get(ENV_NODE, ""))
 
         def on_step(step, loss):
             nonlocal step_now

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.spec.profile_table import Config, JobProfile, ProfileTable, undominated
-from saturn_airflow.store.files import Store
+from saturn_airflow.store.records import Store
 from saturn_airflow.spec.workload import JobSpec, Workload, evaluation_steps
 
 PROFILER_VERSION = "2"

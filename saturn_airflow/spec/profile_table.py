@@ -30,6 +30,7 @@ class Config(BaseModel):
     runtime_s: float = Field(gt=0)
     knobs: dict[str, Any] = Field(default_factory=dict)
     gpu_type: Optional[str] = None
+    node: Optional[str] = None  # only on this node (a re-plan's estimate for a node that runs it slower)
 
     @field_validator("runtime_s")
     @classmethod
@@ -39,11 +40,13 @@ class Config(BaseModel):
         return v
 
     def fits(self, node) -> bool:
-        return self.gpus <= node.gpus and (self.gpu_type is None or self.gpu_type == node.gpu_type)
+        return (self.gpus <= node.gpus and (self.gpu_type is None or self.gpu_type == node.gpu_type)
+                and (self.node is None or self.node == node.name))
 
     def key(self) -> tuple:
         """Identity of a config inside a job: what a plan assignment must match."""
-        return (self.parallelism, self.gpus, json.dumps(self.knobs, sort_keys=True), self.gpu_type)
+        key = (self.parallelism, self.gpus, json.dumps(self.knobs, sort_keys=True), self.gpu_type)
+        return key if self.node is None else key + (self.node,)
 
 
 class JobProfile(BaseModel):

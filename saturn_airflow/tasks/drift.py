@@ -10,7 +10,7 @@ from saturn_airflow.control.drift import DriftWatch, assess
 from saturn_airflow.control.rates import RateWindow
 from saturn_airflow.errors import SaturnError
 from saturn_airflow.spec.plan import Plan
-from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
 
 def drift_settings(plan: Plan, depth: int = 0) -> dict[str, float]:

@@ -13,7 +13,7 @@ from typing import Optional
 from saturn_airflow.errors import NotFoundError, SaturnInputError
 from saturn_airflow.spec.plan import Plan, check_plan, parse_plan
 from saturn_airflow.spec.profile_table import ProfileTable, parse_profile_table
-from saturn_airflow.store.files import PlanStore, Store
+from saturn_airflow.store.records import PlanStore, Store
 
 # Parallelisms that cannot run on fewer devices than this (a pipeline needs two stages); a registered
 # parallelism class may declare its own `min_devices`.

@@ -7,7 +7,7 @@ from typing import Optional
 
 from saturn_airflow.spec.plan import Plan
 from saturn_airflow.spec.progress import JobState
-from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
 
 def start_decision(store: Store, plan: Plan, job: str) -> tuple[str, str]:

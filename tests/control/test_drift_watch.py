@@ -31,10 +31,10 @@ STARTUP_S = 2.0
 POLL_S = 5.0
 
 
-def table(jobs):
+def table(jobs, nodes=(("n", 2),)):
     cfg = {"parallelism": "single", "gpus": 1, "runtime_s": STARTUP_S + STEPS * STEP_S, "step_s": STEP_S,
            "startup_s": STARTUP_S}
-    return parse_profile_table({"cluster": {"nodes": [{"name": "n", "gpus": 2}]},
+    return parse_profile_table({"cluster": {"nodes": [{"name": n, "gpus": g} for n, g in nodes]},
                                 "jobs": [{"name": j, "configs": [cfg]} for j in jobs]})
 
 
@@ -229,6 +229,24 @@ def test_a_late_plan_whose_remaining_jobs_have_no_other_config_does_not_replan()
     r = assess(plan, recs, T0 + 30, T0, threshold=0.1, min_s=10, table=tbl)
     assert not r.should_replan and "no choice" in r.reason
     assert assess(plan, recs, T0 + 30, T0, threshold=0.1, min_s=10).should_replan  # without a table: assume one
+
+
+def test_a_late_job_in_its_only_config_can_still_move_to_another_node():
+    from saturn_airflow.control.drift import assess
+
+    tbl = table(["a", "b"], nodes=(("n0", 1), ("n1", 1)))  # one config each, but two nodes it fits
+    plan = plan_table(tbl, solver="highs", time_limit=5, workload="w")
+    assert {a.node for a in plan.assignments} == {"n0", "n1"}
+    slow = plan.assignments[0].job
+
+    def rec(slowdown):
+        trail = [(T0 + 2 + 0.5 * i, int(i * 0.5 / (STEP_S * slowdown))) for i in range(57)]
+        return {"state": "running", "plan_id": plan.plan_id, "step": trail[-1][1], "total": STEPS,
+                "first_step_at": T0 + 2, "started_at": T0, "updated_at": trail[-1][0], "trail": trail}
+
+    recs = {a.job: rec(3.0 if a.job == slow else 1.0) for a in plan.assignments}
+    r = assess(plan, recs, T0 + 30, T0, threshold=0.1, min_s=10, table=tbl)
+    assert r.should_replan, r.reason
 
 
 def test_a_slowdown_every_node_shares_is_not_a_reason_to_replan():

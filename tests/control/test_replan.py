@@ -7,7 +7,7 @@ from saturn_airflow.control import replan
 from saturn_airflow.spec.plan import check_plan
 from saturn_airflow.planner import plan_table
 from saturn_airflow.spec.profile_table import parse_profile_table
-from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
 NOW = 2_000_000.0
 
@@ -169,3 +169,41 @@ def test_the_records_steady_rate_now_beats_the_watchs_and_fills_in_for_none(tmp_
     assert abs(res.observed[a.job].rate_steps_per_s - 2.0) < 0.05  # its own steady rate, fresher than the watch's
     assert res.observed[c.job].rate_steps_per_s == 0.3  # no steady rate yet: the watch's stands in
     assert res.plan.model_extra["start_steps"] == {a.job: 60, c.job: 3}
+
+
+def table_two_nodes():
+    return parse_profile_table({
+        "cluster": {"nodes": [{"name": "node0", "gpus": 1}, {"name": "node1", "gpus": 1}]},
+        "jobs": [{"name": "long", "configs": [{"parallelism": "single", "gpus": 1, "runtime_s": 200}]},
+                 {"name": "short", "configs": [{"parallelism": "single", "gpus": 1, "runtime_s": 50}]}]})
+
+
+def _slowed_on_its_node(extra_replan=None):
+    """`long` runs 10x slower than profiled on its node; `short` is done on the other node at profiled speed."""
+    t = table_two_nodes()
+    p = plan_table(t, solver="highs", time_limit=5, workload="w")
+    slow_node, other = p.assignment("long").node, p.assignment("short").node
+    assert slow_node != other
+    if extra_replan is not None:
+        p = p.model_copy(update={"replan": extra_replan(slow_node, other)})
+    records = {"long": {**rec(p, "long", "running", 20, 200, rate=0.1), "node": slow_node},
+               "short": {**rec(p, "short", "done", 50, 50, rate=1.0), "node": other}}
+    res = replan.replan_plan(t, p, records, {"long": 200, "short": 50}, solver="highs", time_limit=5,
+                             restart_overhead_s=10)
+    return res, slow_node, other
+
+
+def test_a_job_slowed_on_its_node_moves_to_a_node_at_speed():
+    res, slow_node, other = _slowed_on_its_node()
+    assert res.option == "preempt-all" and res.plan.model_extra["preempted"] == ["long"]
+    moved = res.plan.assignment("long")
+    assert moved.node == other  # 180 steps at 1 step/s + restart there, instead of 1800 s where it is
+    assert res.plan.makespan_s < 250
+    assert res.plan.model_extra["replan"]["slow_on"] == {"long": slow_node}
+
+
+def test_a_job_slow_again_after_a_move_is_slow_everywhere():
+    """Moved once for being slow (slow_on names its old node) and slow again on its new one: the slowdown is
+    the job's own, so a second move would gain nothing and it is kept."""
+    res, slow_node, other = _slowed_on_its_node(lambda slow, oth: {"slow_on": {"long": oth}})
+    assert res.option == "keep-all" and res.plan.assignment("long").node == slow_node

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 from saturn_airflow.tasks.render import DRIFT_TASK, REPLAN_TASK, RESULT_TASK, dag_id, synthetic_plan, task_specs
-from saturn_airflow.store.files import PlanStore, Store
+from saturn_airflow.store.records import PlanStore, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = ROOT / "dags" / "saturn_plans.py"

@@ -30,7 +30,7 @@ from airflow_harness import AirflowHarness  # noqa: E402
 from saturn_airflow.execution import leases
 
 from saturn_airflow.tasks import events as job_events
-from saturn_airflow.store.files import PlanStore, ProgressStore, Store  # noqa: E402
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 

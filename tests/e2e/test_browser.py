@@ -38,7 +38,7 @@ def finished_sweep(tmp_path_factory):
         pytest.skip("chromium is missing (scripts/setup-browser.sh installs it)")
     with AirflowHarness() as af:
         from saturn_airflow.tasks.render import PLANNING_DAG_ID, dag_id
-        from saturn_airflow.store.files import PlanStore, Store
+        from saturn_airflow.store.records import PlanStore, Store
 
         af.wait_dag(PLANNING_DAG_ID)
         run_id = af.trigger(PLANNING_DAG_ID, {"workload": str(WORKLOAD), "time_limit": 10})

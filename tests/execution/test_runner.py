@@ -17,7 +17,7 @@ from saturn_airflow.execution.checkpoint import read_latest
 from saturn_airflow.execution.devices import Devices
 from saturn_airflow.execution.launch import checkpoint_root, run_job
 from saturn_airflow.parallelisms import get_parallelism
-from saturn_airflow.store.files import BY_HAND, ProgressStore, Store
+from saturn_airflow.store.records import BY_HAND, ProgressStore, Store
 from saturn_airflow.spec.workload import parse_workload
 
 STEPS = 6

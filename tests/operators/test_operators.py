@@ -22,7 +22,7 @@ from saturn_airflow.tasks import pools
 from saturn_airflow.tasks import training as training_steps
 from saturn_airflow.spec.plan import Plan
 from saturn_airflow.tasks.render import synthetic_plan
-from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
 
 class TI:
@@ -365,3 +365,43 @@ def test_a_stop_no_plan_asked_for_fails_the_attempt_so_a_retry_resumes(store, mo
     with pytest.raises(AirflowException, match="stopped from outside at step 5") as e:
         train(p, p.assignments[0].job).execute(ctx())
     assert not isinstance(e.value, AirflowSkipException)
+
+
+def test_a_node_worker_runs_its_node_jobs_on_its_own_devices(store, fake_runner, monkeypatch):
+    """[saturn] node/device_ids: plan devices 0..k-1 of the node map onto the worker's device ids in order,
+    and the lease records name the worker's node."""
+    from saturn_airflow.execution.devices import available_devices
+
+    have = available_devices("cpu")
+    monkeypatch.setenv("AIRFLOW__SATURN__NODE", "local")
+    monkeypatch.setenv("AIRFLOW__SATURN__DEVICE_IDS", ",".join(str(i) for i in reversed(have[:2])))
+    monkeypatch.setenv("SATURN_DEVICE_KIND", "cpu")
+    p = publish(store)
+    a = next(a for a in p.assignments if a.gpu_ids)
+    assert train(p, a.job).execute(ctx())["status"] == "done"
+    mine = list(reversed(have[:2]))
+    assert fake_runner == [(a.job, p.plan_id, tuple(mine[g] for g in a.gpu_ids))]
+    acquired = [e for e in leases.history(store) if e["event"] == "acquire"]
+    assert {e["worker_node"] for e in acquired} == {"local"} and {e["node"] for e in acquired} == {"local"}
+
+
+def test_a_task_on_the_worker_of_another_node_fails_at_once(store, fake_runner, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__SATURN__NODE", "other-node")
+    p = publish(store)
+    a = p.assignments[0]
+    with pytest.raises(AirflowFailException, match="planned on node 'local' but ran on the worker of node 'other-node'"):
+        train(p, a.job).execute(ctx())
+    assert fake_runner == [] and leases.history(store) == []
+    assert ProgressStore(store, sweep=p.sweep).get("w", a.job)["state"] == "failed"  # the drift watch does not wait for it
+
+
+def test_validate_rejects_a_workload_node_without_a_worker(tmp_path, store, monkeypatch):
+    from saturn_airflow.operators.planning import SaturnValidateOperator
+
+    monkeypatch.setenv("AIRFLOW__SATURN__NODES", "node0,node1")
+    path = tmp_path / "w.yaml"
+    path.write_text("name: w\ncluster: {nodes: [{name: node0, gpus: 1}, {name: gpu-x, gpus: 1}]}\n"
+                    "jobs: [{name: j, model: saturn_airflow.examples.models:gpt, data: saturn_airflow.examples.data:tokens, "
+                    "batch_size: 4, steps: 5}]\n")
+    with pytest.raises(AirflowFailException, match="gpu-x have no worker"):
+        SaturnValidateOperator(task_id="validate", workload=str(path)).execute(ctx())

@@ -9,7 +9,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from saturn_airflow.tasks import events as job_events
 from saturn_airflow.spec.plan import Assignment, Plan, SolverInfo
-from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
 

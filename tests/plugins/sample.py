@@ -71,7 +71,7 @@ def publish(store_url: str, with_table: bool = True):
     """The sample lineage, its progress records and (optionally) its profile table in a store."""
     import json
 
-    from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+    from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
     st = Store(store_url)
     plans = lineage()

@@ -9,7 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from saturn_airflow.store.files import ProgressStore
+from saturn_airflow.store.records import ProgressStore
 
 from . import sample
 

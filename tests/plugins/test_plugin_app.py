@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from saturn_airflow.views.gantt_html import store_context
-from saturn_airflow.store.files import PlanStore
+from saturn_airflow.store.records import PlanStore
 
 from . import sample
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from saturn_airflow.store.files import PlanStore, ProgressStore, Store
+from saturn_airflow.store.records import PlanStore, ProgressStore, Store
 
 from . import sample
 

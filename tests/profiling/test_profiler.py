@@ -8,7 +8,7 @@ from saturn_airflow.errors import SaturnInputError
 from saturn_airflow.spec.profile_table import Config, parse_profile_table
 from saturn_airflow.profiling.profiler import (
     device_counts, dominance_filter, fastest_per_count, predict_runtime, profile_workload, speed_fields, trial_key)
-from saturn_airflow.store.files import Store
+from saturn_airflow.store.records import Store
 from saturn_airflow.spec.workload import parse_workload
 
 JOB = {"name": "lm", "model": "saturn_airflow.examples.models:gpt",
