@@ -42,7 +42,7 @@ def ts(s: str | None) -> float:
     return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() if s else float("nan")
 
 
-def workload(name: str, slow_job: str | None = None, **over) -> dict:
+def workload(name: str, **over) -> dict:
     """The example tiny sweep (saturn_airflow/examples/tiny.yaml) as 4 explicit jobs on this machine's
     2 CPU devices, restricted to single/ddp to keep profiling short."""
     lm = {"model": "saturn_airflow.examples.models:gpt", "model_args": {"size": "tiny", "vocab": 1024, "seq_len": 64},
@@ -55,9 +55,6 @@ def workload(name: str, slow_job: str | None = None, **over) -> dict:
         for lr in (1e-3, 3e-3):
             j = {"name": f"{stem}-lr{lr:g}", **yaml.safe_load(yaml.safe_dump(base)), "optimizer": {"name": "adamw", "lr": lr}}
             jobs.append(j)
-    for j in jobs:
-        if j["name"] == slow_job:
-            j["data_args"].update(slow_after_step=20, slow_step_s=0.5)
     wl = {"name": name, "cluster": {"nodes": [{"name": "local", "gpus": N_DEVICES, "gpu_type": "cpu"}]},
           "parallelisms": ["single", "ddp"], "jobs": jobs}
     wl.update(over)
@@ -221,12 +218,18 @@ def test_four_jobs_on_two_devices(af, wl_dir):
 
 # ---------------------------------------------------------------------------- scenario 2
 def test_slow_job_triggers_exactly_one_replan(af, wl_dir):
+    """A job slows by 0.5 s a step from step 20 while a job planned after it still waits: a re-plan has a choice (move
+    the waiting job). Every job carries the slowdown, gated by its own file; the test starts it in the
+    plan's first job that another job waits for (a plan is free to order equal jobs either way)."""
     name = "e2e-drift"
-    slow = "vit-lr0.001"
-    wl = workload(name, slow_job=slow)
+    wl = workload(name)
+    for j in wl["jobs"]:
+        j["data_args"].update(slow_after_step=20, slow_step_s=0.5, slow_after_file=str(wl_dir / f"go-{name}-{j['name']}"))
     run_id, state = plan_sweep(af, write(wl_dir, wl), drift_min_s=20, drift_threshold=0.1)
     assert state == "success", explain(af, "saturn_plan", run_id)
     (v1,) = plans_of(af, name)
+    slow = next(b for a in v1.assignments for b in a.after)
+    (wl_dir / f"go-{name}-{slow}").write_text("slow down")
     dag1 = f"saturn_run__{v1.plan_id}"
     run1 = af.wait_first_run(dag1, timeout_s=240)
     # the drift sensor of v1 triggers the re-plan run (run id replan__<v1>)

@@ -251,10 +251,11 @@ def test_a_real_slowdown_replans_once_after_scheduler_and_triggerer_restart(af, 
     name = "cl-slowdown"
     fdir, go = work / "faults" / name, work / "faults" / f"{name}.go"
     slow_from = 1000
-    jobs = [job("lm-slow", LM, 3000, ("single",), slow_after_step=slow_from, slow_factor=3.0,
+    jobs = [job("lm-slow", LM, 4000, ("single",), slow_after_step=slow_from, slow_factor=3.0,
                 slow_after_file=str(go), fault_dir=str(fdir)),
-            job("vit-x", VIT, 250), job("lm-y", LM, 300)]
-    # lm-slow is most of the plan: 3x on its second half (or its last third) is 67-133% late; a loaded
+            job("lm-y", LM, 5000, ("single",)), job("vit-x", VIT, 250, ("single",))]
+    # lm-y fills one device; lm-slow and then vit-x the other, so vit-x waits for lm-slow and a re-plan
+    # has a choice (it can move vit-x); 3x on lm-slow from step 1000-2000 on is 78-117% late; a loaded
     # box's swings against the profile stay under the 50%
     plan_sweep(af, write_workload(work, name, jobs), drift_min_s=15, drift_threshold=0.5)
     (v1,) = plans_of(af, name)
