@@ -67,7 +67,7 @@ class SaturnTrainOperator(BaseOperator):
                                        f"{here!r}: start each node's worker with --queues <node> and [saturn] node=<node>")
         verdict, why = training_steps.start_decision(store, plan, self.job)
         self.log.info("%s: %s", verdict, why)
-        if verdict == "done":
+        if verdict == "done" and training_steps.open_attempt(store, plan, self.job) is None:
             return {"job": self.job, "status": "done", "ran": False}
         if verdict == "skip":
             raise AirflowSkipException(why)
@@ -82,6 +82,10 @@ class SaturnTrainOperator(BaseOperator):
             verdict, why = training_steps.start_decision(store, plan, self.job)  # the world may have moved while we waited
             if verdict == "done":
                 self.log.info("%s", why)
+                closed = training_steps.close_open_attempt(store, plan, self.job)
+                if closed:
+                    self.log.info("%s: the attempt started under plan %s ended %s but its task was killed first; "
+                                  "its end is recorded now", self.job, closed["plan_id"], closed["status"])
                 return {"job": self.job, "status": "done", "ran": False}
             if verdict == "skip":
                 raise AirflowSkipException(why)

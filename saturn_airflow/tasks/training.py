@@ -8,6 +8,7 @@ from typing import Optional
 from saturn_airflow.spec.plan import Plan
 from saturn_airflow.spec.progress import JobState
 from saturn_airflow.store.records import PlanStore, ProgressStore, Store
+from saturn_airflow.tasks import events as job_events
 
 
 def start_decision(store: Store, plan: Plan, job: str) -> tuple[str, str]:
@@ -33,6 +34,31 @@ def start_decision(store: Store, plan: Plan, job: str) -> tuple[str, str]:
             return "run", f"plan superseded by {child_id}, which keeps {job} running here"
         return "skip", f"plan {plan.plan_id} was superseded by {child_id} before {job} started; it runs there"
     return "run", "ok"
+
+
+def open_attempt(store: Store, plan: Plan, job: str) -> Optional[dict]:
+    """The job's last start event in this sweep that no end event followed, if any: an attempt whose task
+    was killed before it could record how the job ended."""
+    last = None
+    for e in job_events.events(store, plan.workload, sweep=plan.sweep):
+        if e.get("job") == job:
+            last = e if e.get("event") == "start" else None
+    return last
+
+
+def close_open_attempt(store: Store, plan: Plan, job: str) -> Optional[dict]:
+    """Record the end of an attempt whose task was killed after its training finished (the ranks ran on
+    and wrote the job done): the events log then still holds every finished job exactly once. Called
+    under the job's lease, so two tasks never close one attempt twice. Returns the end event written."""
+    start = open_attempt(store, plan, job)
+    if start is None:
+        return None
+    rec = ProgressStore(store, sweep=plan.sweep).get(plan.workload, job) or {}
+    end = {"event": "end", "job": job, "plan_id": start.get("plan_id"), "status": rec.get("state", JobState.DONE),
+           "started_at": start.get("t"), "ended_at": rec.get("updated_at", start.get("t")),
+           "device_ids": start.get("device_ids"), "recorded_by": "a later attempt: the task that ran it was killed"}
+    job_events.record_event(store, plan.workload, end, sweep=plan.sweep)
+    return end
 
 
 def preempt_check(store: Store, plan: Plan, job: str) -> Optional[str]:

@@ -160,6 +160,22 @@ def test_trains_on_the_plan_devices_then_never_again(store, fake_runner):
     assert [e["event"] for e in job_events.events(store, "w")] == ["start", "end"]
 
 
+def test_a_retry_records_the_end_of_an_attempt_whose_task_was_killed_after_the_job_finished(store, fake_runner):
+    """The task process is SIGKILLed, its ranks run on and write the job done: the retry trains nothing,
+    and records the end the killed attempt could not, once (the events log: every job done exactly once)."""
+    p = publish(store)
+    a = p.assignments[0]
+    job_events.record_event(store, "w", {"event": "start", "job": a.job, "plan_id": p.plan_id, "device_ids": a.gpu_ids},
+                            sweep=p.sweep)
+    ProgressStore(store, sweep=p.sweep).put("w", a.job, {"plan_id": p.plan_id, "state": "done", "step": 10, "total": 10})
+    for _ in range(2):  # the retry, then e.g. the same job in a newer plan
+        assert train(p, a.job).execute(ctx()) == {"job": a.job, "status": "done", "ran": False}
+    assert fake_runner == []
+    ev = job_events.events(store, "w", sweep=p.sweep)
+    assert [(e["event"], e.get("status")) for e in ev] == [("start", None), ("end", "done")]
+    assert ev[1]["started_at"] == ev[0]["t"] and ev[1]["plan_id"] == p.plan_id
+
+
 def test_unstarted_task_of_a_superseded_plan_skips(store, fake_runner):
     p = publish(store)
     publish(store, n=2, plan_id="w-v2", parent_plan_id=p.plan_id, kept=[])
