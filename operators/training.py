@@ -67,29 +67,38 @@ class SaturnTrainOperator(BaseOperator):
                                        f"{here!r}: start each node's worker with --queues <node> and [saturn] node=<node>")
         verdict, why = training_steps.start_decision(store, plan, self.job)
         self.log.info("%s: %s", verdict, why)
-        if verdict == "done" and training_steps.open_attempt(store, plan, self.job) is None:
-            return {"job": self.job, "status": "done", "ran": False}
         if verdict == "skip":
             raise AirflowSkipException(why)
         devices = physical_ids(list(a.gpu_ids), a.node)
-        keys = [leases.job_key(plan.workload, self.job, sweep=plan.sweep)] + [leases.device_key(a.node, g) for g in a.gpu_ids]
+        job_key = leases.job_key(plan.workload, self.job, sweep=plan.sweep)
         owner = {"job": self.job, "plan_id": self.plan_id, "workload": plan.workload, "sweep": plan.sweep,
                  "dag_run": context["run_id"], "node": a.node, "worker_node": here, "devices": devices,
                  "try": context["ti"].try_number}
+        if verdict == "done":
+            if training_steps.open_attempt(store, plan, self.job) is not None:
+                # a finished job needs no devices: its job lease alone serializes recording the end
+                with leases.acquire(store, [job_key], owner, timeout_s=settings.lease_timeout_s(), log=self.log.info):
+                    self._close_killed_attempt(store, plan)
+            return {"job": self.job, "status": "done", "ran": False}
+        keys = [job_key] + [leases.device_key(a.node, g) for g in a.gpu_ids]
         kept = self.job in ((plan.model_extra or {}).get("kept") or [])
         timeout = None if kept else settings.lease_timeout_s()
         with leases.acquire(store, keys, owner, timeout_s=timeout, log=self.log.info) as held:
             verdict, why = training_steps.start_decision(store, plan, self.job)  # the world may have moved while we waited
             if verdict == "done":
                 self.log.info("%s", why)
-                closed = training_steps.close_open_attempt(store, plan, self.job)
-                if closed:
-                    self.log.info("%s: the attempt started under plan %s ended %s but its task was killed first; "
-                                  "its end is recorded now", self.job, closed["plan_id"], closed["status"])
+                self._close_killed_attempt(store, plan)
                 return {"job": self.job, "status": "done", "ran": False}
             if verdict == "skip":
                 raise AirflowSkipException(why)
             return self._run(store, plan, a, context, devices, held)
+
+    def _close_killed_attempt(self, store: Store, plan) -> None:
+        """Under the job lease: the end of an attempt whose task was killed after its ranks finished the job."""
+        closed = training_steps.close_open_attempt(store, plan, self.job)
+        if closed:
+            self.log.info("%s: the attempt started under plan %s ended %s but its task was killed first; its end "
+                          "is recorded now", self.job, closed["plan_id"], closed["status"])
 
     def _run(self, store: Store, plan, a, context, devices: list[int], held) -> dict:
         from saturn_airflow.execution.launch import run_job  # torch side: imported only when a job runs
