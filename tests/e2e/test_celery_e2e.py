@@ -48,7 +48,7 @@ from saturn_airflow.tasks import events as job_events  # noqa: E402
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 ROOT = Path(__file__).resolve().parents[2]
-CKPT_EVERY_S = 8.0
+CKPT_EVERY_S = 4.0  # with 1600 steps: several checkpoints on node1 before half-way, even on a quiet box
 LEASE_TTL_S = 15.0
 SEED = int(os.environ.get("SATURN_E2E_SEED", "0"))
 
@@ -139,10 +139,10 @@ def cluster():
 def workload(name: str, flag: str) -> dict:
     lm = {"model": "saturn_airflow.examples.models:gpt", "model_args": {"size": "tiny", "vocab": 512, "seq_len": 32},
           "data": "saturn_airflow.examples.data:tokens", "batch_size": 8, "optimizer": {"name": "adamw", "lr": 1e-3}}
-    jobs = [{"name": "lm-a", **lm, "steps": 800,
+    jobs = [{"name": "lm-a", **lm, "steps": 1600,
              "data_args": {"seq_len": 32, "vocab": 512, "slow_after_step": 0, "slow_after_file": flag,
                            "slow_step_s": 0.5}},
-            {"name": "lm-b", **lm, "steps": 800,
+            {"name": "lm-b", **lm, "steps": 1600,
              "data_args": {"seq_len": 32, "vocab": 512, "slow_after_step": 0, "slow_after_file": flag,
                            "slow_step_s": 0.5, "seed": 1}}]
     return {"name": name, "parallelisms": ["single"], "jobs": jobs,

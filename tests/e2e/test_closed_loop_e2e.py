@@ -156,7 +156,8 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
     name = "cl-warmup-faults"
     warm = {"warmup_slow_s": 4.0, "warmup_factor": 10.0}  # every launch's first 4 s run 10x slower
     fdir = str(work / "faults" / name)
-    jobs = [job("lm-a", LM, 400, **warm), job("vit-b", VIT, 200, **warm),
+    # vit-b long enough (~30 s on a quiet box) that its task is still running once lm-a's faults are done
+    jobs = [job("lm-a", LM, 400, **warm), job("vit-b", VIT, 3000, **warm),
             job("lm-c", LM, 300, ("single",), fault_dir=fdir, fail_at_step=100, fail_times=2, **warm),
             job("vit-d", VIT, 120, **warm)]
     # thresholds wide enough for a loaded box's swings against the profile, far below what the warm-up
