@@ -497,8 +497,14 @@ def _guided(workload, selected, groups, job_group, trials, run_batch, from_cache
         if t.result is None:
             from_cache(t)
 
+    def job_ok(j: JobSpec) -> bool:
+        """A job has a measured config among its own parallelisms (a group's jobs may allow different ones)."""
+        own = workload.parallelisms_for(j)
+        return any(t.group == job_group[j.name] and t.parallelism in own and t.result
+                   and t.result.get("status") == "ok" for t in trials.values())
+
     def ok(gid: str) -> bool:
-        return any(t.group == gid and t.result and t.result.get("status") == "ok" for t in trials.values())
+        return all(job_ok(j) for j in selected if job_group[j.name] == gid)
 
     def untried(gid: str, n: Optional[int] = None) -> list[Trial]:
         return [t for t in trials.values() if t.group == gid and t.result is None and (n is None or t.n == n)]
@@ -512,9 +518,11 @@ def _guided(workload, selected, groups, job_group, trials, run_batch, from_cache
                 n_ok = min(t.n for t in trials.values() if t.group == gid and t.result and t.result.get("status") == "ok")
                 batch += untried(gid, n_ok)
                 continue
-            counts = sorted({t.n for t in untried(gid)})
+            wanted = {p for j in selected if job_group[j.name] == gid and not job_ok(j) for p in workload.parallelisms_for(j)}
+            cand = [t for t in untried(gid) if t.parallelism in wanted]
+            counts = sorted({t.n for t in cand})
             if counts:
-                batch += untried(gid, counts[0])
+                batch += [t for t in cand if t.n == counts[0]]
         if not batch:
             break
         run_batch(batch)

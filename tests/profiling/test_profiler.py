@@ -151,3 +151,14 @@ def test_guided_profile_measures_only_what_can_change_the_plan(tmp_path):
     assert again.profile_stats["trials_run"] == 0 and again.profile_stats["cache_hits"] == 1
     with pytest.raises(SaturnInputError, match="profiling strategy"):
         profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1], strategy="lazy")
+
+
+@pytest.mark.distributed
+def test_guided_profile_measures_each_jobs_own_parallelisms_when_jobs_share_a_profile(tmp_path):
+    """Two jobs of one shape (one profile group): one allows single, the other only pipeline; the first's
+    1-device trial must not stand in for the second, which has no config on 1 device."""
+    w = parse_workload({"name": "prof-mixed", "jobs": [{**JOB, "parallelisms": ["single"]},
+                                                       {**JOB, "name": "lm-pipe", "parallelisms": ["pipeline"]}]})
+    table = profile_workload(w, store=Store(str(tmp_path)), devices=[0, 1], strategy="guided", **FAST)
+    assert {(c.parallelism, c.gpus) for c in table.job("lm-pipe").configs} == {("pipeline", 2)}
+    assert {c.parallelism for c in table.job("lm").configs} == {"single"}
