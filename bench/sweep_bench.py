@@ -279,7 +279,7 @@ def fresh_store(tag: str) -> str:
     return tempfile.mkdtemp(prefix=f"sweep-bench-{tag}-")
 
 
-def run_saturn(wl, wpath: str, devices: list[int], rnd: int) -> tuple[Row, object]:
+def run_saturn(wl, wpath: str, devices: list[int], rnd: int) -> tuple[Row, Plan]:
     from saturn_airflow.profiling.profiler import profile_workload
     from saturn_airflow.store.files import Store
 
@@ -303,7 +303,7 @@ def run_saturn(wl, wpath: str, devices: list[int], rnd: int) -> tuple[Row, objec
                      "configs": sorted({f"{a.parallelism} x{a.gpus}" for a in plan.assignments}),
                      "median_pred_err": statistics.median(_errors(runs)) if _errors(runs) else None})
     shutil.rmtree(store, ignore_errors=True)
-    return row, table
+    return row, plan
 
 
 def run_plan_strategy(name: str, wl, wpath: str, plan: Plan, devices: list[int], rnd: int) -> Row:
@@ -512,10 +512,11 @@ def main() -> int:
         log(f"  full profile {reference['full_profile_s']:.0f}s; saturn's plan on it: {full_plan.makespan_s:.0f}s")
     for rnd in range(args.rounds):
         order = names[rnd % len(names):] + names[:rnd % len(names)]
+        ran: dict = {}
         for name in order:
             log(f"round {rnd}: {name}")
             try:
-                run_strategy(name, rnd, wl, wpath, devices, table, rows)
+                run_strategy(name, rnd, wl, wpath, devices, table, rows, ran)
             except Exception as e:  # noqa: BLE001 - one broken strategy must not lose the others' rows
                 import traceback
 
@@ -549,9 +550,13 @@ def write_result(out: Path, wpath: Path, wl, devices, args, rows, reference, t_a
     return result
 
 
-def run_strategy(name: str, rnd: int, wl, wpath: Path, devices: list[int], table, rows: list) -> None:
+def run_strategy(name: str, rnd: int, wl, wpath: Path, devices: list[int], table, rows: list,
+                 ran: dict) -> None:
+    """Run one strategy; `ran` maps the signature of each plan run this round to its strategy, so a
+    baseline whose plan is one already run is listed as that one instead of run again."""
     if name == "saturn":
-        row, _ = run_saturn(wl, str(wpath), devices, rnd)
+        row, plan = run_saturn(wl, str(wpath), devices, rnd)
+        ran.setdefault(signature(plan), "saturn")
         rows.append(row)
     elif name == "saturn-airflow":
         rows.append(run_airflow(str(wpath), rnd))
@@ -561,13 +566,11 @@ def run_strategy(name: str, rnd: int, wl, wpath: Path, devices: list[int], table
     elif name == "per-device":
         rows.append(run_per_device(wl, str(wpath), devices, rnd))
     elif name == "baselines":
-        done_sigs = {}
+        done_sigs = ran
+        done_sigs.setdefault(signature(plan_table(table, baseline="current-practice", workload=wl.name)), "current")
         for b in OTHER_BASELINES:
             plan = plan_table(table, baseline=b, workload=wl.name)
             sig = signature(plan)
-            cur = signature(plan_table(table, baseline="current-practice", workload=wl.name))
-            if sig == cur:
-                done_sigs.setdefault(sig, "current")
             if sig in done_sigs:
                 rows.append(Row(b, rnd, 0.0, load_now(), load_now(), time.strftime("%H:%M"),
                                 planned_s=plan.makespan_s, same_as=done_sigs[sig]))

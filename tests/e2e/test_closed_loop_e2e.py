@@ -156,8 +156,15 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
     name = "cl-warmup-faults"
     warm = {"warmup_slow_s": 4.0, "warmup_factor": 10.0}  # every launch's first 4 s run 10x slower
     fdir = str(work / "faults" / name)
+    # lm-a is held at a slower pace from step 100 until its rank is killed (the test removes the file),
+    # so the kill lands in a window of seconds however fast a quiet box runs it (400 plain steps took
+    # ~3 s on CI's box, between two looks); 0.03 s a step is far under the drift thresholds
+    hold = work / "faults" / f"{name}.hold"
+    hold.parent.mkdir(parents=True, exist_ok=True)
+    hold.write_text("hold lm-a from step 100 until its rank is killed")
+    held = {"slow_after_step": 100, "slow_step_s": 0.03, "slow_after_file": str(hold)}
     # vit-b long enough (~30 s on a quiet box) that its task is still running once lm-a's faults are done
-    jobs = [job("lm-a", LM, 400, **warm), job("vit-b", VIT, 3000, **warm),
+    jobs = [job("lm-a", LM, 400, **warm, **held), job("vit-b", VIT, 3000, **warm),
             job("lm-c", LM, 300, ("single",), fault_dir=fdir, fail_at_step=100, fail_times=2, **warm),
             job("vit-d", VIT, 120, **warm)]
     # thresholds wide enough for a loaded box's swings against the profile, far below what the warm-up
@@ -177,6 +184,7 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
         ranks = children(rec["launcher_pid"]) if rec.get("launcher_pid") else []
         victim = next((p for p in ranks if p != rec["pid"]), rec["pid"])
         os.kill(victim, signal.SIGKILL)
+        hold.unlink()
         faults["rank"] = f"SIGKILL rank pid {victim} of lm-a at step >= {rec['step']}"
         old, new = af.restart("api-server")  # and the api-server restarts while tasks report through it
         faults["api"] = f"api-server {old} -> {new}"
@@ -189,11 +197,10 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
             return False
         os.kill(int(holder["pid"]), signal.SIGKILL)
         faults["task"] = f"SIGKILL task process {holder['pid']} of vit-b at step >= {rec['step']}"
-        # its training must not outlive it: torchrun and the ranks stop (checkpoint) on their own
-        wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in (rec["pid"], rec["launcher_pid"])),
-                 120, "the killed task's ranks stopped")
-        faults["task"] += "; its ranks stopped by themselves"
+        orphans.extend(p for p in (rec["pid"], rec.get("launcher_pid")) if p)
         return True
+
+    orphans: list[int] = []  # the killed task's training processes: checked after the loop, which must not block
 
     pending = {"rank": kill_rank, "task": kill_task}
     deadline = time.time() + 1500
@@ -203,6 +210,9 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
                 pending.pop(key)
         time.sleep(0.5)
     assert not pending, f"faults never injected: {sorted(pending)} ({faults})"
+    # the killed task's training must not outlive it: torchrun and the ranks stop (checkpoint) on their own
+    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in orphans), 120, "the killed task's ranks stopped")
+    faults["task"] += "; its ranks stopped by themselves"
 
     state = af.wait_run(dag_id, run["dag_run_id"], timeout_s=1500)
     assert state == "failed", explain(af, dag_id, run["dag_run_id"])  # lm-c failed for good: not dropped silently
