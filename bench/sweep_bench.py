@@ -566,17 +566,16 @@ def run_strategy(name: str, rnd: int, wl, wpath: Path, devices: list[int], table
     elif name == "per-device":
         rows.append(run_per_device(wl, str(wpath), devices, rnd))
     elif name == "baselines":
-        done_sigs = ran
-        done_sigs.setdefault(signature(plan_table(table, baseline="current-practice", workload=wl.name)), "current")
+        ran.setdefault(signature(plan_table(table, baseline="current-practice", workload=wl.name)), "current")
         for b in OTHER_BASELINES:
             plan = plan_table(table, baseline=b, workload=wl.name)
             sig = signature(plan)
-            if sig in done_sigs:
+            if sig in ran:
                 rows.append(Row(b, rnd, 0.0, load_now(), load_now(), time.strftime("%H:%M"),
-                                planned_s=plan.makespan_s, same_as=done_sigs[sig]))
-                log(f"  {b}: same plan as {done_sigs[sig]}")
+                                planned_s=plan.makespan_s, same_as=ran[sig]))
+                log(f"  {b}: same plan as {ran[sig]}")
                 continue
-            done_sigs[sig] = b
+            ran[sig] = b
             rows.append(run_plan_strategy(b, wl, str(wpath), plan, devices, rnd))
 
 

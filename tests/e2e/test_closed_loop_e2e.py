@@ -175,6 +175,7 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
     run = af.wait_first_run(dag_id, timeout_s=300)
     store = Store(af.saturn_home)
     faults: dict[str, str] = {}
+    orphans: list[int] = []  # the killed task's training processes: checked after the loop, which must not block
 
     # the faults, each once, whenever its job gets there (the plan decides the order)
     def kill_rank():  # SIGKILL of one training rank of lm-a (the non-zero one when it runs on two devices)
@@ -199,8 +200,6 @@ def test_warm_up_never_replans_and_faults_lose_no_job(af, work):
         faults["task"] = f"SIGKILL task process {holder['pid']} of vit-b at step >= {rec['step']}"
         orphans.extend(p for p in (rec["pid"], rec.get("launcher_pid")) if p)
         return True
-
-    orphans: list[int] = []  # the killed task's training processes: checked after the loop, which must not block
 
     pending = {"rank": kill_rank, "task": kill_task}
     deadline = time.time() + 1500
