@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -342,6 +343,7 @@ def check_round(af, spec: dict, outcome: dict, ref_dir: str) -> tuple[list[str],
         if rel > LOSS_RTOL:
             bad.append(f"{j['name']}: final loss {got:.6f} vs uninterrupted {ref:.6f} (rel {rel:.2e})")
     stats["loss_rel_diff_max"] = max(diffs.values(), default=None)
+    stats["loss_rel_diff"] = {j: float(f"{d:.3g}") for j, d in diffs.items()}  # which job the max comes from
     return bad, stats
 
 
@@ -360,12 +362,15 @@ def summarize(paths: list[str]) -> str:
     walls = sorted(r.get("wall_s", 0) for r in rows)
     diffs = [r["loss_rel_diff_max"] for r in rows if r.get("loss_rel_diff_max") is not None]
     seeds = sorted({r["seed"] for r in rows})
-    out = ["| rounds | seeds | jobs | faults injected | drifts | re-plans | violations | round wall (median) | max final-loss rel. diff |",
-           "|---|---|---|---|---|---|---|---|---|",
+    restarts = sum(len(ls) - 1 for r in rows for ls in (r.get("launches") or {}).values())
+    wall = f"{statistics.median(walls):.0f} s ({walls[0]:.0f}-{walls[-1]:.0f} s)" if walls else "-"
+    out = ["| rounds | seeds | jobs | faults injected | restarts | drifts | re-plans | violations | round wall (median) "
+           "| max final-loss rel. diff |",
+           "|---|---|---|---|---|---|---|---|---|---|",
            f"| {len(rows)} | {', '.join(map(str, seeds))} | {sum(r.get('jobs', 0) for r in rows)} | "
-           + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + f" | {sum(r.get('drifts', 0) for r in rows)} | "
-           f"{sum(r.get('replans') or 0 for r in rows)} | {sum(len(r['violations']) for r in rows)} in {len(bad)} rounds | "
-           f"{walls[len(walls) // 2] if walls else 0:.0f} s | {max(diffs) if diffs else 0:.1e} |"]
+           + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + f" | {restarts} | "
+           f"{sum(r.get('drifts', 0) for r in rows)} | {sum(r.get('replans') or 0 for r in rows)} | "
+           f"{sum(len(r['violations']) for r in rows)} in {len(bad)} rounds | {wall} | {max(diffs) if diffs else 0:.1e} |"]
     for r in bad:
         out.append(f"- seed {r['seed']} round {r['round']}: " + " | ".join(r["violations"]))
     return "\n".join(out)

@@ -34,7 +34,7 @@ class DriftTrigger(BaseTrigger):
         from saturn_airflow.tasks.drift import drift_step, new_drift_watch
 
         self.log.info("watching plan %s every %.0f s (t0=%.0f)", self.plan_id, self.poll_s, self.t0)
-        looks = 0
+        looks, verdict = 0, None
         watch = new_drift_watch()  # consecutive late looks; a restarted triggerer starts counting again
         while True:
             try:
@@ -49,8 +49,12 @@ class DriftTrigger(BaseTrigger):
                 self.log.info("drift watch ends: %s", event["message"])
                 yield TriggerEvent(event)
                 return
+            last = watch.last
             if watch.streak:
-                self.log.info("plan %s late on %d consecutive look(s) (look %d)", self.plan_id, watch.streak, looks)
-            elif looks % 12 == 1:
-                self.log.info("plan %s within threshold (look %d)", self.plan_id, looks)
+                self.log.info("plan %s late on %d consecutive look(s) (look %d): %s", self.plan_id, watch.streak,
+                              looks, last.reason if last else "")
+            elif last is not None and (last.verdict != verdict or looks % 12 == 1):
+                # why it does not re-plan (on time, warming up, late with no choice), when that changes
+                self.log.info("plan %s look %d: %s", self.plan_id, looks, last.reason)
+            verdict = last.verdict if last is not None else verdict
             await asyncio.sleep(self.poll_s)

@@ -23,6 +23,8 @@ from saturn_airflow.spec.profile_table import ProfileTable
 from saturn_airflow.spec.progress import JobState
 
 FINISHED = (JobState.DONE.value, JobState.FAILED.value)
+# what one look concluded; the drift trigger logs the reason whenever this changes
+VERDICTS = ("done", "warming_up", "on_time", "late_no_choice", "late")
 
 
 @dataclasses.dataclass
@@ -43,6 +45,7 @@ class DriftReport:
     jobs: dict[str, JobProjection]
     node_slowdown: dict[str, float] = dataclasses.field(default_factory=dict)
     reference_makespan_s: float = 0.0  # the schedule at profiled speeds from now on (control.projection)
+    verdict: str = ""  # one of VERDICTS: which branch of `assess` the reason comes from
 
     @property
     def all_done(self) -> bool:
@@ -92,13 +95,15 @@ def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float
     choice = has_choice(plan, proj.groups, table)
     should = late_enough and choice
     if not remaining:
-        reason = "every job has finished"
+        verdict, reason = "done", "every job has finished"
     elif not evidence:
-        reason = "no job has reported a steady rate (past its warm-up) yet"
+        verdict, reason = "warming_up", "no job has reported a steady rate (past its warm-up) yet"
     elif late_enough and not choice:
+        verdict = "late_no_choice"
         reason = (f"projected makespan {projected:.0f} s is {late:.0f} s late, but a re-plan has no choice: every "
                   f"job left is running in its only profiled config on the only node it fits")
     elif should:
+        verdict = "late"
         slow = max((p for p in proj.jobs.values() if p.state in ("running", "pending")),
                    key=lambda p: p.end_s - p.planned_end_s)
         node = {n: f for n, f in proj.node_slowdown.items() if f > 1.0}
@@ -109,10 +114,13 @@ def assess(plan: Plan, records: dict[str, Optional[dict]], now: float, t0: float
                   f"projected to end at {slow.end_s:.0f} s instead of {slow.planned_end_s:.0f} s"
                   + (f"; whole node slower: {', '.join(f'{n} {f:.2f}x' for n, f in node.items())}" if node else ""))
     else:
-        reason = f"within threshold: projected {projected:.0f} s vs planned {planned:.0f} s"
+        verdict = "on_time"
+        reason = (f"within threshold: projected makespan {projected:.0f} s against the planned {planned:.0f} s and "
+                  f"the {reference:.0f} s at profiled speeds from now: {max(0.0, late):.0f} s late (threshold "
+                  f"{threshold:.0%} and {min_s:.0f} s)")
     return DriftReport(plan.plan_id, now, t0, planned, projected, threshold, min_s, should, reason,
                        groups["done"], groups["failed"], groups["running"], groups["pending"], proj.jobs,
-                       proj.node_slowdown, reference)
+                       proj.node_slowdown, reference, verdict)
 
 
 def has_choice(plan: Plan, groups: dict[str, list[str]], table: Optional[ProfileTable]) -> bool:
@@ -146,8 +154,10 @@ class DriftWatch:
     def __init__(self, checks: int = 2, span_s: float = 5.0):
         self.checks, self.span_s = max(1, int(checks)), float(span_s)
         self.late_at: list[float] = []  # `now` of the consecutive late looks so far
+        self.last: Optional[DriftReport] = None  # the latest look (its verdict and reason are logged)
 
     def look(self, report: DriftReport) -> bool:
+        self.last = report
         if not report.should_replan:
             self.late_at = []
             return False

@@ -227,7 +227,7 @@ def test_a_late_plan_whose_remaining_jobs_have_no_other_config_does_not_replan()
 
     recs = {"a": rec(3.0), "b": rec(1.0)}
     r = assess(plan, recs, T0 + 30, T0, threshold=0.1, min_s=10, table=tbl)
-    assert not r.should_replan and "no choice" in r.reason
+    assert not r.should_replan and "no choice" in r.reason and r.verdict == "late_no_choice"
     assert assess(plan, recs, T0 + 30, T0, threshold=0.1, min_s=10).should_replan  # without a table: assume one
 
 
@@ -250,7 +250,7 @@ def test_a_late_job_in_its_only_config_can_still_move_to_another_node():
 
 
 def test_a_slowdown_every_node_shares_is_not_a_reason_to_replan():
-    from saturn_airflow.control.drift import assess
+    from saturn_airflow.control.drift import VERDICTS, assess
 
     tbl = table(["a", "b", "c", "d"])
     plan = plan_table(tbl, solver="highs", time_limit=5, workload="w")
@@ -263,5 +263,6 @@ def test_a_slowdown_every_node_shares_is_not_a_reason_to_replan():
 
     both = assess(plan, {running[0]: rec(2.0), running[1]: rec(2.0)}, T0 + 30, T0, threshold=0.1, min_s=10, table=tbl)
     assert both.node_slowdown["n"] == pytest.approx(2.0, rel=0.05) and not both.should_replan  # the one node: nothing to gain
+    assert both.verdict == "on_time" and "within threshold" in both.reason and both.verdict in VERDICTS
     one = assess(plan, {running[0]: rec(3.0), running[1]: rec(1.0)}, T0 + 30, T0, threshold=0.1, min_s=10, table=tbl)
-    assert one.should_replan  # one job slower than the rest: moving work can help
+    assert one.should_replan and one.verdict == "late"  # one job slower than the rest: moving work can help

@@ -421,3 +421,39 @@ def test_validate_rejects_a_workload_node_without_a_worker(tmp_path, store, monk
                     "batch_size: 4, steps: 5}]\n")
     with pytest.raises(AirflowFailException, match="gpu-x have no worker"):
         SaturnValidateOperator(task_id="validate", workload=str(path)).execute(ctx())
+
+
+def test_trigger_logs_why_it_does_not_replan_when_that_changes(store):
+    from saturn_airflow.operators.triggers import DriftTrigger
+
+    p = publish(store, n=2)
+    prog = ProgressStore(store, sweep=p.sweep)
+    now = time.time()
+    for a in p.assignments:  # launched, no steady rate yet
+        prog.put("w", a.job, {"plan_id": p.plan_id, "state": "running", "step": 1, "total": 1000, "started_at": now,
+                              "first_step_at": now, "updated_at": now, "trail": [[now, 1]]})
+    trig = DriftTrigger(p.plan_id, store.url, now, poll_s=0.05)
+    lines: list[str] = []
+
+    class Log:
+        def info(self, msg, *args):
+            lines.append(msg % args)
+
+        warning = info
+
+    trig._log = Log()
+
+    async def watch():
+        agen = trig.run()
+        task = asyncio.ensure_future(agen.__anext__())
+        await asyncio.sleep(0.5)
+        for a in p.assignments:
+            prog.put("w", a.job, {"plan_id": p.plan_id, "state": "done", "finished_at": time.time()})
+        return await asyncio.wait_for(task, 30)
+
+    ev = asyncio.run(watch())
+    assert ev.payload["kind"] == "done"
+    looks = [s for s in lines if " look " in s]
+    # the verdict is logged on the first look, then only when it changes (or every 12 looks)
+    assert looks and "look 1: no job has reported a steady rate" in looks[0], lines
+    assert len(looks) <= 2, lines
