@@ -34,27 +34,27 @@ class DriftTrigger(BaseTrigger):
         from saturn_airflow.tasks.drift import drift_step, new_drift_watch
 
         self.log.info("watching plan %s every %.0f s (t0=%.0f)", self.plan_id, self.poll_s, self.t0)
-        looks, verdict = 0, None
+        looks = 0
         watch = new_drift_watch()  # consecutive late looks; a restarted triggerer starts counting again
         while True:
+            looks += 1
             try:
                 event = await asyncio.to_thread(drift_step, self.store_url, self.plan_id, self.t0,
                                                 threshold=self.threshold, min_s=self.min_s,
                                                 max_replans=self.max_replans, watch=watch)
             except Exception as e:  # a half-written store must not kill the watch; try again next time
                 self.log.warning("drift look failed: %s", e)
-                event = None
-            looks += 1
+                await asyncio.sleep(self.poll_s)
+                continue
             if event is not None:
                 self.log.info("drift watch ends: %s", event["message"])
                 yield TriggerEvent(event)
                 return
             last = watch.last
-            if watch.streak:
+            if watch.streak and last is not None:
                 self.log.info("plan %s late on %d consecutive look(s) (look %d): %s", self.plan_id, watch.streak,
-                              looks, last.reason if last else "")
-            elif last is not None and (last.verdict != verdict or looks % 12 == 1):
+                              looks, last.reason)
+            elif last is not None and (watch.changed or looks % 12 == 1):
                 # why it does not re-plan (on time, warming up, late with no choice), when that changes
                 self.log.info("plan %s look %d: %s", self.plan_id, looks, last.reason)
-            verdict = last.verdict if last is not None else verdict
             await asyncio.sleep(self.poll_s)

@@ -155,8 +155,10 @@ class DriftWatch:
         self.checks, self.span_s = max(1, int(checks)), float(span_s)
         self.late_at: list[float] = []  # `now` of the consecutive late looks so far
         self.last: Optional[DriftReport] = None  # the latest look (its verdict and reason are logged)
+        self.changed = False  # the latest look's verdict differs from the one before (or is the first)
 
     def look(self, report: DriftReport) -> bool:
+        self.changed = self.last is None or report.verdict != self.last.verdict
         self.last = report
         if not report.should_replan:
             self.late_at = []

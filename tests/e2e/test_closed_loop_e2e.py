@@ -259,11 +259,11 @@ def _plugin_page(af, plan_id: str) -> str:
 # ---------------------------------------------------------------------------- 2. slowdown, restarts, race
 def test_a_real_slowdown_replans_once_after_scheduler_and_triggerer_restart(af, work):
     name = "cl-slowdown"
-    fdir = work / "faults" / name
+    faults_dir = work / "faults" / name
     slow_from = 1000
     pair = ("lm-a", "lm-b")
     jobs = [job(j, LM, 4000, ("single",), slow_after_step=slow_from, slow_factor=4.0,
-                slow_after_file=str(fdir / f"{j}.go"), fault_dir=str(fdir / j)) for j in pair]
+                slow_after_file=str(faults_dir / f"{j}.go"), fault_dir=str(faults_dir / j)) for j in pair]
     jobs[1]["optimizer"]["lr"] = 2e-3
     jobs.append(job("lm-y", LM, 7500, ("single",)))
     # lm-y fills one device, lm-a and lm-b share the other (the only balanced split), so the second of the
@@ -275,7 +275,7 @@ def test_a_real_slowdown_replans_once_after_scheduler_and_triggerer_restart(af, 
     slow = min(pair, key=lambda j: v1.assignment(j).start_s)
     other = next(j for j in pair if j != slow)
     assert slow in v1.assignment(other).after, v1.assignments  # the other waits for it
-    go, fdir = fdir / f"{slow}.go", fdir / slow
+    go, fdir = faults_dir / f"{slow}.go", faults_dir / slow  # its start switch and where it says it began
     dag1 = f"saturn_run__{v1.plan_id}"
     run1 = af.wait_first_run(dag1, timeout_s=300)
     # once the drift watch is deferred, the scheduler and the triggerer (holding it) die and come back
